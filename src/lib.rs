@@ -23,3 +23,8 @@ pub use memfile_core::*;
 
 /// Typed IPC channels over Unix sockets that carry sealed buffers and fds.
 pub use memfile_ipc as ipc;
+
+/// The README's code samples, compiled and run as doctests so they never rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,82 @@
+//! Runs every example as a user would, so the examples never rot.
+//!
+//! `cargo test` builds the examples of the package before it runs these tests; they sit in
+//! `target/<profile>/examples/`, next to the `deps/` directory that holds this test binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    profile_dir.join("examples").join(name)
+}
+
+/// Runs an example with a time limit and returns its output; panics with its stderr if it fails.
+fn run(name: &str, args: &[&str]) -> String {
+    let path = example_path(name);
+    assert!(path.exists(), "{} not built (run through `cargo test`)", path.display());
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("example {name} still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(status.success(), "example {name} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+#[test]
+fn producer_consumer_verifies_every_frame() {
+    let out = run("producer_consumer", &["--frames", "12", "--size-mib", "1"]);
+    assert!(out.contains("done: 12 frames"), "{out}");
+    assert!(out.contains("checksums: all matched"), "{out}");
+}
+
+#[test]
+fn producer_consumer_rejects_bad_arguments() {
+    let status = Command::new(example_path("producer_consumer"))
+        .arg("--frames")
+        .arg("many")
+        .output()
+        .expect("spawn");
+    assert!(!status.status.success());
+}
+
+#[test]
+fn freeze_refuses_every_change() {
+    let out = run("freeze", &[]);
+    assert!(out.contains("ok: every change was refused"), "{out}");
+    assert!(!out.contains("ALLOWED"), "{out}");
+}
+
+#[test]
+fn request_reply_answers_on_reply_channels() {
+    let out = run("request_reply", &[]);
+    assert!(out.contains("sum of 1..=30: 465"), "{out}");
+    assert!(out.contains("ok: 3 requests answered"), "{out}");
+}
+
+#[test]
+fn broadcast_shares_one_file() {
+    let out = run("broadcast", &[]);
+    assert!(out.contains("ok: 3 consumers read the same"), "{out}");
+}
+
+#[test]
+fn pipeline_forwards_without_copying() {
+    let out = run("pipeline", &[]);
+    assert!(out.contains("ok: the same buffer passed through 3 processes"), "{out}");
+}
