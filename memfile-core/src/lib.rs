@@ -1,9 +1,68 @@
 //! # memfile-core
 //!
-//! Linux memfds (`memfd_create`), file seals, and [`Frozen`]: a memfd whose contents can
-//! never change again, verified by the kernel, readable as a plain `&[u8]`.
+//! Linux memfds ([`MemFile`], `memfd_create(2)`), file seals ([`Seal`], [`Seals`]), and
+//! [`Frozen`]: a memfd whose contents can never change again, verified with the kernel, that
+//! any process can read as a plain `&[u8]` — no copy, no `unsafe`, no SIGBUS — even when the
+//! file came from a process it does not trust.
 //!
-//! (Crate overview and the soundness argument: see the sections below and `docs/safety.md`.)
+//! ```
+//! use memfile::{Frozen, MemFile, Seal};
+//! use std::io::Write;
+//!
+//! // The producer writes a memfd and freezes it: seals Write | Shrink | Grow | Seal.
+//! let mut file = MemFile::create_sealable("frame")?;
+//! file.write_all(b"pixels...")?;
+//! let frozen: Frozen = file.freeze()?;
+//! assert_eq!(&frozen[..], b"pixels...");
+//!
+//! // A consumer gets a descriptor (normally over a Unix socket) and checks it again:
+//! // only a file sealed against writing and shrinking is accepted.
+//! let received = Frozen::from_fd_with_max_len(frozen.try_clone_fd()?, 1 << 20)?;
+//! assert_eq!(&received[..], b"pixels...");
+//! assert!(received.seals().contains(Seal::Write | Seal::Shrink));
+//!
+//! // A file that could still change is refused, and the descriptor handed back.
+//! let open = MemFile::create_sealable("still-open")?;
+//! let err = Frozen::from_fd(open.into_fd()).unwrap_err();
+//! assert!(err.to_string().contains("required: Shrink | Write"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Why reading shared memory as `&[u8]` is sound here
+//!
+//! Mapping a file is normally `unsafe` in Rust (memmap2 says why): another process may
+//! change the bytes while a `&[u8]` points at them, which breaks the promise that they do
+//! not change, or truncate the file, which turns reads of the mapping into SIGBUS. Seals
+//! take both away. `F_SEAL_WRITE` makes the kernel refuse every change of the contents:
+//! `write`, hole punching, and every new writable shared mapping, and it cannot even be
+//! added while a writable shared mapping exists (`EBUSY`), so once it is there no writer is
+//! left anywhere. `F_SEAL_SHRINK` makes it refuse every shrink. Seals belong to the file,
+//! not to a descriptor, hold for every process, and can never be removed.
+//!
+//! So [`Frozen::from_fd`] maps a descriptor only after checking that it is a memfd and
+//! that `F_GET_SEALS` includes `Write` and `Shrink` (other seals may be there too); it reads
+//! the size after the seals, so the size can only have grown since. `FutureWrite` alone is
+//! refused: it leaves mappings that were writable before it writable. The mapping is
+//! `PROT_READ` + `MAP_PRIVATE`: the file's own pages, no copy, and unlike a read-only
+//! `MAP_SHARED` mapping it works on every kernel (those before 6.7 refuse it with `EPERM`
+//! on a write-sealed file).
+//!
+//! Producers fill a file and freeze it with [`MemFile::freeze`], [`Frozen::from_bytes`]
+//! (`pwrite`, the fastest for data already in memory), [`Frozen::build`] or
+//! [`WritableRegion`] (in place, through a mapping this crate unmaps before sealing and
+//! marks `MADV_DONTFORK`, so freezing never fails with `EBUSY` because of it). For bytes
+//! that keep changing, [`LiveWriter`] and [`LiveView`] share them with one writer and
+//! readers that only copy out or load atomically, never through `&[u8]`.
+//!
+//! The full argument — which seals, which mapping flags, which kernel versions, what
+//! `FutureWrite` does not protect, what a process holding the same descriptor can and
+//! cannot do — is in `docs/safety.md` in the repository.
+//!
+//! ## Platforms
+//!
+//! Linux (5.1+ for `FutureWrite`, 6.3+ for `Exec`) and Android; FreeBSD behind `cfg`
+//! (no `FutureWrite`, no `Exec`, so no [`LiveWriter`]/[`LiveView`]). Other systems get a
+//! compile error.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -19,9 +78,17 @@ mod sys;
 mod memfile;
 mod options;
 
+pub use memfile::{FromFdError, MAX_NAME_LEN, MemFile};
+pub use options::{CreateOptions, HugeTlb};
+
 // --- owned by the Frozen work: frozen.rs, region.rs, live.rs (add `pub use` lines here) ---
 mod frozen;
 mod live;
 mod region;
+
+pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use live::{LiveView, LiveWriter};
+pub use region::WritableRegion;
 
 pub use seal::{Seal, Seals, SealsIter};

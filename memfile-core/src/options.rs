@@ -31,7 +31,11 @@ pub struct CreateOptions {
 impl CreateOptions {
     /// The default options: sealing not allowed, no huge pages, not executable.
     pub const fn new() -> Self {
-        CreateOptions { allow_sealing: false, huge_tlb: None, exec: false }
+        CreateOptions {
+            allow_sealing: false,
+            huge_tlb: None,
+            exec: false,
+        }
     }
 
     /// Whether seals can be added to the file (`MFD_ALLOW_SEALING`).

@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 
 use crate::Seals;
 
@@ -18,7 +18,10 @@ pub(crate) fn get_seals(fd: BorrowedFd<'_>) -> io::Result<Seals> {
 
 /// `fcntl(fd, F_ADD_SEALS, seals)`.
 pub(crate) fn add_seals(fd: BorrowedFd<'_>, seals: Seals) -> io::Result<()> {
-    fcntl(fd, FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(seals.bits() as i32)))?;
+    fcntl(
+        fd,
+        FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(seals.bits() as i32)),
+    )?;
     Ok(())
 }
 
@@ -29,15 +32,15 @@ pub(crate) fn file_len(fd: impl AsFd) -> io::Result<u64> {
 }
 
 /// What kind of file `mode` (from `fstat`) describes, for error messages.
-fn file_kind(mode: u32) -> &'static str {
-    match mode & libc::S_IFMT as u32 {
-        m if m == libc::S_IFREG as u32 => "regular file",
-        m if m == libc::S_IFDIR as u32 => "directory",
-        m if m == libc::S_IFIFO as u32 => "pipe",
-        m if m == libc::S_IFSOCK as u32 => "socket",
-        m if m == libc::S_IFCHR as u32 => "character device",
-        m if m == libc::S_IFBLK as u32 => "block device",
-        m if m == libc::S_IFLNK as u32 => "symbolic link",
+fn file_kind(mode: libc::mode_t) -> &'static str {
+    match mode & libc::S_IFMT {
+        m if m == libc::S_IFREG => "regular file",
+        m if m == libc::S_IFDIR => "directory",
+        m if m == libc::S_IFIFO => "pipe",
+        m if m == libc::S_IFSOCK => "socket",
+        m if m == libc::S_IFCHR => "character device",
+        m if m == libc::S_IFBLK => "block device",
+        m if m == libc::S_IFLNK => "symbolic link",
         // eventfd, epoll, timerfd, ...: anonymous inodes carry no file type bits.
         _ => "special file",
     }
@@ -48,23 +51,39 @@ fn file_kind(mode: u32) -> &'static str {
 ///
 /// `F_GET_SEALS` alone cannot tell: it succeeds on every tmpfs file (a `/dev/shm` file reports
 /// `{Seal}`). So on Linux a memfd is recognized by its `/proc/self/fd/N` link, which the kernel
-/// spells `/memfd:NAME (deleted)`, together with `fstat` (a regular file), `fstatfs` (tmpfs
-/// or hugetlbfs, so that a disk file that happens to live at `/memfd:x` does not pass), and
-/// `F_GETFL` (not an `O_PATH` descriptor, which can neither be read nor sealed).
+/// spells `/memfd:NAME (deleted)`, together with `fstat` (a regular file with no links, as a
+/// memfd is in no directory), `fstatfs` (tmpfs or hugetlbfs, so that a disk file that happens
+/// to live at `/memfd:x` does not pass), and `F_GETFL` (not an `O_PATH` descriptor, which can
+/// neither be read nor sealed).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    check_memfd_with_link(fd, link)
+}
+
+/// [`check_memfd`] with the `/proc/self/fd/N` link already read (or not readable).
+///
+/// Without `/proc` (a chroot, a sandbox) the link cannot be read; then an unlinked regular
+/// file on tmpfs or hugetlbfs that answers `F_GET_SEALS` passes. That also lets through a
+/// `/dev/shm` file that was unlinked, which is harmless: such a file can gain no seal, so it
+/// can never pass as sealed, and it is as private as a memfd.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn check_memfd_with_link(
+    fd: BorrowedFd<'_>,
+    link: io::Result<std::path::PathBuf>,
+) -> Result<(), String> {
+    use nix::fcntl::OFlag;
     use nix::sys::statfs::{HUGETLBFS_MAGIC, TMPFS_MAGIC, fstatfs};
 
     let raw = fd.as_raw_fd();
-    let proc_path = format!("/proc/self/fd/{raw}");
-    let link = std::fs::read_link(&proc_path);
     let st = nix::sys::stat::fstat(fd).map_err(|e| format!("fd {raw}: fstat failed: {e}"))?;
-    let kind = file_kind(st.st_mode as u32);
+    let kind = file_kind(st.st_mode);
     let what = match &link {
         Ok(target) => format!("{kind} ({})", target.display()),
         Err(_) => kind.to_owned(),
     };
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {raw}: F_GETFL failed: {e}"))?;
+    let flags =
+        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("fd {raw}: F_GETFL failed: {e}"))?;
     if OFlag::from_bits_retain(flags).contains(OFlag::O_PATH) {
         return Err(format!(
             "fd {raw} is an O_PATH descriptor of a {what}: it can be neither read, written nor sealed"
@@ -73,11 +92,29 @@ pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
     if kind != "regular file" {
         return Err(format!("fd {raw} is not a memfd: it is a {what}"));
     }
-    let target = link.map_err(|e| {
-        format!("fd {raw}: cannot tell whether it is a memfd: reading {proc_path} failed: {e}")
-    })?;
-    if !target.as_os_str().as_encoded_bytes().starts_with(b"/memfd:") {
-        return Err(format!("fd {raw} is not a memfd: it is a {what}"));
+    // A memfd is in no directory; a file that merely lives at `/memfd:x` is in one.
+    if st.st_nlink != 0 {
+        return Err(format!(
+            "fd {raw} is not a memfd: it is a {what} with a name in a directory"
+        ));
+    }
+    match &link {
+        Ok(target)
+            if !target
+                .as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"/memfd:") =>
+        {
+            return Err(format!("fd {raw} is not a memfd: it is a {what}"));
+        }
+        Ok(_) => {}
+        Err(_) => {
+            if let Err(e) = fcntl(fd, FcntlArg::F_GET_SEALS) {
+                return Err(format!(
+                    "fd {raw} is not a memfd: it is a {what} without seals ({e})"
+                ));
+            }
+        }
     }
     let fs = fstatfs(fd).map_err(|e| format!("fd {raw}: fstatfs failed: {e}"))?;
     let fs_type = fs.filesystem_type();
@@ -89,6 +126,50 @@ pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn memfd() -> OwnedFd {
+        memfd_create(c"sys-test", libc::MFD_CLOEXEC).unwrap()
+    }
+
+    fn no_proc() -> io::Result<std::path::PathBuf> {
+        Err(io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    #[test]
+    fn memfds_pass_with_and_without_proc() {
+        let fd = memfd();
+        check_memfd(fd.as_fd()).unwrap();
+        check_memfd_with_link(fd.as_fd(), no_proc()).unwrap();
+    }
+
+    #[test]
+    fn without_proc_other_files_still_fail() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let err = check_memfd_with_link(r.as_fd(), no_proc()).unwrap_err();
+        assert!(err.ends_with("it is a pipe"), "{err}");
+
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = check_memfd_with_link(a.as_fd(), no_proc()).unwrap_err();
+        assert!(err.ends_with("it is a socket"), "{err}");
+    }
+
+    #[test]
+    fn a_linked_file_named_like_a_memfd_fails() {
+        let fd = memfd();
+        let fake = Ok(std::path::PathBuf::from("/memfd:fake"));
+        check_memfd_with_link(fd.as_fd(), fake).unwrap();
+        // Whatever the link says, a file with a name in a directory is no memfd.
+        let named = tempfile::NamedTempFile::new().unwrap();
+        let fake = Ok(std::path::PathBuf::from("/memfd:x"));
+        let err = check_memfd_with_link(named.as_file().as_fd(), fake).unwrap_err();
+        assert!(err.contains("with a name in a directory"), "{err}");
+    }
+}
+
 /// Whether `fd` refers to a memfd: `Err` says why not, naming the fd and what it is instead.
 ///
 /// FreeBSD has no `/proc/self/fd`: a memfd there is a shared memory object, the only kind of
@@ -97,12 +178,14 @@ pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
 pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
     let raw = fd.as_raw_fd();
     let st = nix::sys::stat::fstat(fd).map_err(|e| format!("fd {raw}: fstat failed: {e}"))?;
-    let kind = file_kind(st.st_mode as u32);
+    let kind = file_kind(st.st_mode);
     if kind != "regular file" {
         return Err(format!("fd {raw} is not a memfd: it is a {kind}"));
     }
     if let Err(e) = fcntl(fd, FcntlArg::F_GET_SEALS) {
-        return Err(format!("fd {raw} is not a memfd: it is a {kind} without seals ({e})"));
+        return Err(format!(
+            "fd {raw} is not a memfd: it is a {kind} without seals ({e})"
+        ));
     }
     Ok(())
 }
@@ -110,13 +193,19 @@ pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
 /// `memfd_create(name, flags)`; `flags` may hold bits nix has no names for.
 pub(crate) fn memfd_create(name: &std::ffi::CStr, flags: u32) -> io::Result<std::os::fd::OwnedFd> {
     use nix::sys::memfd::MFdFlags;
-    Ok(nix::sys::memfd::memfd_create(name, MFdFlags::from_bits_retain(flags as _))?)
+    Ok(nix::sys::memfd::memfd_create(
+        name,
+        MFdFlags::from_bits_retain(flags as _),
+    )?)
 }
 
 /// Converts a file offset or length for the `off_t` arguments of `fallocate`.
 fn off_t(value: u64, what: &str) -> io::Result<libc::off_t> {
     libc::off_t::try_from(value).map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{what} {value} does not fit in off_t"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} {value} does not fit in off_t"),
+        )
     })
 }
 

@@ -1,0 +1,653 @@
+//! Typed endpoints: [`Sender`], [`Receiver`], [`channel`], and the typed ways to connect,
+//! accept and spawn.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io::IoSlice;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::process::Command;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memfile_core::Frozen;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec;
+use crate::listener::{Listener, connect_abstract_raw, connect_raw};
+use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
+use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
+use crate::wire::{HEADER_LEN, Header};
+use crate::{Credentials, Error, Limits, Result};
+
+/// Packets the kernel accepts on a Unix datagram-style socket are at most `SO_SNDBUF - 32`
+/// bytes (`unix_dgram_sendmsg`); keep a little more room than that.
+const SNDBUF_OVERHEAD: usize = 64;
+/// The receive buffer is at least this large, whatever the local send buffer says: a peer's
+/// default send buffer (`net.core.wmem_default`, 208 KiB) must always fit.
+const MIN_RECV_BUFFER: usize = 256 << 10;
+/// Thread-local encode buffers larger than this are freed after use instead of kept.
+const KEEP_BUFFER: usize = 4 << 20;
+
+thread_local! {
+    static SEND_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The payload bytes that fit inline into one packet on `socket` under `limits`.
+fn inline_limit(socket: &RawSocket, limits: &Limits) -> usize {
+    limits.get_inline_limit().unwrap_or_else(|| {
+        let sndbuf = socket.send_buffer_size().unwrap_or(MIN_RECV_BUFFER);
+        sndbuf.saturating_sub(SNDBUF_OVERHEAD + HEADER_LEN)
+    })
+}
+
+/// Creates a connected pair of typed endpoints over a `SOCK_SEQPACKET` socketpair.
+///
+/// Both ends may be moved to other threads, or one of them sent to another process inside a
+/// message (reply channels) or handed to a child with [`spawn`].
+///
+/// # Errors
+///
+/// [`Error::Io`] when `socketpair` fails (e.g. out of fds).
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = memfile_ipc::channel::<(u32, String)>()?;
+/// tx.send(&(7, "seven".to_string()))?;
+/// assert_eq!(rx.recv()?, (7, "seven".to_string()));
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
+pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
+    let (a, b) = RawSocket::pair()?;
+    Ok((Sender::from_raw(Arc::new(a)), Receiver::from_raw(Arc::new(b))))
+}
+
+/// The sending half of a typed channel: encodes messages of type `T` and sends each as one
+/// packet.
+///
+/// `Clone + Send + Sync`; any number of threads may send at once, each message arrives
+/// whole (one `SOCK_SEQPACKET` packet). A message whose encoding is larger than the inline
+/// limit is written to a sealed memfd and sent as an fd (see `docs/protocol.md`).
+///
+/// A `Sender` is itself serializable: put it in a message to hand the peer a way to reply.
+pub struct Sender<T> {
+    socket: Arc<RawSocket>,
+    limits: Limits,
+    inline_limit: usize,
+    _message: PhantomData<fn(&T)>,
+}
+
+impl<T> Sender<T> {
+    /// Wraps a connected socket (shared with a [`Receiver`] for duplex use).
+    pub fn from_raw(socket: Arc<RawSocket>) -> Sender<T> {
+        let limits = Limits::default();
+        let inline_limit = inline_limit(&socket, &limits);
+        Sender { socket, limits, inline_limit, _message: PhantomData }
+    }
+
+    /// Replaces the limits this sender checks its messages against (the maximum message
+    /// size, the maximum number of fds, the inline limit).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Sender<T> {
+        self.set_limits(limits);
+        self
+    }
+
+    /// Replaces the limits, in place. See [`with_limits`](Self::with_limits).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.inline_limit = inline_limit(&self.socket, &limits);
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The socket underneath.
+    pub fn raw(&self) -> &Arc<RawSocket> {
+        &self.socket
+    }
+
+    /// The process at the other end (`SO_PEERCRED`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `getsockopt` fails.
+    pub fn peer_credentials(&self) -> Result<Credentials> {
+        self.socket.peer_credentials()
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Sends one message, waiting while the socket's buffer is full.
+    ///
+    /// The fds of the message's fd fields are sent along (the message keeps its own);
+    /// a spilled message's bytes go into a fresh sealed memfd.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::MessageTooLarge`]: the encoding exceeds
+    ///   [`Limits::max_message_bytes`]; nothing was sent;
+    /// - [`Error::TooManyFds`]: more fd fields than [`Limits::max_fds`] (or 253 in all);
+    /// - [`Error::Codec`]: serde refused the value (e.g. a map with a non-serializable key);
+    /// - [`Error::Disconnected`]: the receiving end is gone;
+    /// - [`Error::Io`]: creating the spill memfd or `sendmsg` failed otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = memfile_ipc::channel::<Vec<u8>>()?;
+    /// tx.send(&vec![1, 2, 3])?;
+    /// drop(rx);
+    /// assert!(matches!(tx.send(&vec![4]), Err(memfile_ipc::Error::Disconnected)));
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    pub fn send(&self, msg: &T) -> Result<()> {
+        self.send_with(msg, false)
+    }
+
+    /// Sends one message if the socket's buffer has room now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when the buffer is full (nothing was sent); otherwise as
+    /// [`send`](Self::send).
+    pub fn try_send(&self, msg: &T) -> Result<()> {
+        self.send_with(msg, true)
+    }
+
+    fn send_with(&self, msg: &T, nonblocking: bool) -> Result<()> {
+        // Taken out of the thread-local (not borrowed) so a send nested inside a
+        // `Serialize` impl simply gets a fresh buffer.
+        let mut buffer = SEND_BUFFER.take();
+        let result = self.encode_and_send(msg, &mut buffer, nonblocking);
+        if buffer.capacity() <= KEEP_BUFFER {
+            buffer.clear();
+            SEND_BUFFER.set(buffer);
+        }
+        result
+    }
+
+    fn encode_and_send(&self, msg: &T, buffer: &mut Vec<u8>, nonblocking: bool) -> Result<()> {
+        buffer.clear();
+        buffer.resize(HEADER_LEN, 0);
+        let scope = EncodeScope::begin();
+        codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope)?;
+        let raw_fds: Vec<RawFd> = scope.finish();
+        let max_fds = self.limits.get_max_fds();
+        if raw_fds.len() > max_fds {
+            return Err(Error::TooManyFds { count: raw_fds.len(), max: max_fds });
+        }
+        let payload_len = buffer.len() - HEADER_LEN;
+        let spilled = payload_len > self.inline_limit;
+        if spilled && raw_fds.len() + 1 > MAX_FDS_PER_PACKET {
+            return Err(Error::TooManyFds { count: raw_fds.len() + 1, max: MAX_FDS_PER_PACKET });
+        }
+        let spill = if spilled {
+            let frozen = Frozen::from_bytes("memfile-ipc message", &buffer[HEADER_LEN..])
+                .map_err(|e| Error::io("writing a spilled message to a memfd", None, e))?;
+            Some(frozen)
+        } else {
+            None
+        };
+        let mut fds: Vec<BorrowedFd<'_>> = raw_fds
+            .iter()
+            // SAFETY: every fd in the table was recorded by an fd field's `Serialize` impl
+            // from a value reachable through `msg`, which this function borrows until
+            // `sendmsg` below has returned, so each is still open (and still that file).
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .collect();
+        if let Some(frozen) = &spill {
+            fds.push(frozen.as_fd());
+        }
+        let header = Header { spilled, fd_count: fds.len() as u32, payload_len: payload_len as u64 };
+        buffer[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        let packet = if spilled { &buffer[..HEADER_LEN] } else { &buffer[..] };
+        let iov = [IoSlice::new(packet)];
+        if nonblocking { self.socket.try_send(&iov, &fds) } else { self.socket.send(&iov, &fds) }
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Sender<T> {
+        Sender {
+            socket: self.socket.clone(),
+            limits: self.limits,
+            inline_limit: self.inline_limit,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("message", &std::any::type_name::<T>())
+            .field("inline_limit", &self.inline_limit)
+            .finish()
+    }
+}
+
+impl<T> AsFd for Sender<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// Sent as an fd: the peer gets a `Sender<T>` on the same connection (a reply channel).
+impl<T> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fd::serialize_fd(self.socket.as_fd(), serializer)
+    }
+}
+
+/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket.
+impl<'de, T> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sender<T>, D::Error> {
+        let socket = fd::deserialize::<RawSocket, D>(deserializer)?;
+        Ok(Sender::from_raw(Arc::new(socket)))
+    }
+}
+
+/// The receiving half of a typed channel: receives packets and decodes messages of type `T`.
+///
+/// Every packet is checked against the wire protocol and the receiver's [`Limits`] before it
+/// is decoded; fd fields are verified (a `Frozen` must be sealed) before the message exists;
+/// fds nobody claimed are closed. A bad packet is an error for that one call: the next
+/// `recv` reads the next packet.
+///
+/// A `Receiver` is serializable too: sent in a message, it hands the peer this end of the
+/// connection (drop your copy after sending it).
+pub struct Receiver<T> {
+    socket: Arc<RawSocket>,
+    limits: Limits,
+    recv_capacity: usize,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T> Receiver<T> {
+    /// Wraps a connected socket (shared with a [`Sender`] for duplex use).
+    pub fn from_raw(socket: Arc<RawSocket>) -> Receiver<T> {
+        let limits = Limits::default();
+        let recv_capacity = Self::capacity(&socket, &limits);
+        Receiver { socket, limits, recv_capacity, _message: PhantomData }
+    }
+
+    fn capacity(socket: &RawSocket, limits: &Limits) -> usize {
+        HEADER_LEN + inline_limit(socket, limits).max(MIN_RECV_BUFFER)
+    }
+
+    /// Replaces the limits incoming messages are checked against.
+    ///
+    /// ```
+    /// use memfile_ipc::{channel, Error, Limits};
+    ///
+    /// let (tx, rx) = channel::<String>()?;
+    /// let rx = rx.with_limits(Limits::default().max_message_bytes(16));
+    /// tx.send(&"x".repeat(100))?;
+    /// assert!(matches!(rx.recv(), Err(Error::MessageTooLarge { .. })));
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Receiver<T> {
+        self.set_limits(limits);
+        self
+    }
+
+    /// Replaces the limits, in place. See [`with_limits`](Self::with_limits).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.recv_capacity = Self::capacity(&self.socket, &limits);
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The socket underneath.
+    pub fn raw(&self) -> &Arc<RawSocket> {
+        &self.socket
+    }
+
+    /// The process at the other end (`SO_PEERCRED`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when `getsockopt` fails.
+    pub fn peer_credentials(&self) -> Result<Credentials> {
+        self.socket.peer_credentials()
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Waits for the next message.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read;
+    /// - [`Error::Protocol`] / [`Error::VersionMismatch`]: the packet does not follow the
+    ///   wire protocol;
+    /// - [`Error::MessageTooLarge`], [`Error::TooManyFds`]: over this receiver's [`Limits`];
+    /// - [`Error::Truncated`]: larger than the receive buffer (a sender with a raised
+    ///   inline limit);
+    /// - [`Error::BadBuffer`]: a spilled payload or `Frozen` field is not a properly sealed
+    ///   memfd (or over the mapped-bytes budget);
+    /// - [`Error::BadFdKind`], [`Error::FdIndexOutOfRange`], [`Error::FdIndexReused`]: an
+    ///   fd field does not match the fds that came;
+    /// - [`Error::Codec`]: the bytes are not a `T`;
+    /// - [`Error::Io`]: `recvmsg` failed otherwise.
+    ///
+    /// After any of these but `Disconnected` and `Io`, the receiver is still usable.
+    pub fn recv(&self) -> Result<T> {
+        self.recv_mode(RecvMode::Blocking)
+    }
+
+    /// Takes the next message if one is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when nothing is queued; otherwise as [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<T> {
+        self.recv_mode(RecvMode::NonBlocking)
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when none came in time; otherwise as [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, rx) = memfile_ipc::channel::<u8>()?;
+    /// let r = rx.recv_timeout(Duration::from_millis(10));
+    /// assert!(matches!(r, Err(memfile_ipc::Error::Timeout)));
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        let mode = match Instant::now().checked_add(timeout) {
+            Some(deadline) => RecvMode::Deadline(deadline),
+            None => RecvMode::Blocking,
+        };
+        self.recv_mode(mode)
+    }
+
+    /// Iterates over incoming messages, waiting for each; ends when the peer disconnects.
+    /// Errors for single messages are yielded and iteration goes on.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { receiver: self }
+    }
+
+    fn recv_mode(&self, mode: RecvMode) -> Result<T> {
+        let mut buffer = RECV_BUFFER.take();
+        if buffer.len() < self.recv_capacity {
+            buffer.resize(self.recv_capacity, 0);
+        }
+        let result = self.receive_and_decode(&mut buffer[..self.recv_capacity], mode);
+        RECV_BUFFER.set(buffer);
+        result
+    }
+
+    fn receive_and_decode(&self, buffer: &mut [u8], mode: RecvMode) -> Result<T> {
+        // Owned from here on: every early return below closes them.
+        let mut fds = Vec::new();
+        let n = self.socket.recv(buffer, &mut fds, mode)?;
+        let header = Header::parse(&buffer[..n], fds.len())?;
+        let field_fds = fds.len() - usize::from(header.spilled);
+        let max_fds = self.limits.get_max_fds();
+        if field_fds > max_fds {
+            return Err(Error::TooManyFds { count: field_fds, max: max_fds });
+        }
+        let max = self.limits.get_max_message_bytes();
+        if header.payload_len > max {
+            return Err(Error::MessageTooLarge { size: header.payload_len, max });
+        }
+        let budget = self.limits.get_max_mapped_bytes();
+        if header.spilled {
+            let index = fds.len() - 1;
+            let memfd = fds.pop().expect("parse checked a spilled packet has an fd");
+            let payload = Frozen::from_fd_with_max_len(memfd, header.payload_len)
+                .map_err(|e| Error::bad_buffer(index, e))?;
+            if payload.len() as u64 != header.payload_len {
+                return Err(Error::Protocol {
+                    detail: format!(
+                        "spilled payload memfd (fd #{index}) holds {} bytes, header announces {}",
+                        payload.len(),
+                        header.payload_len
+                    ),
+                });
+            }
+            let scope = DecodeScope::begin(fds, budget);
+            codec::decode(&payload, &scope)
+        } else {
+            let scope = DecodeScope::begin(fds, budget);
+            codec::decode(&buffer[HEADER_LEN..n], &scope)
+        }
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("message", &std::any::type_name::<T>())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl<T> AsFd for Receiver<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// Sent as an fd: the peer gets this end of the connection.
+impl<T> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fd::serialize_fd(self.socket.as_fd(), serializer)
+    }
+}
+
+/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket.
+impl<'de, T> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Receiver<T>, D::Error> {
+        let socket = fd::deserialize::<RawSocket, D>(deserializer)?;
+        Ok(Receiver::from_raw(Arc::new(socket)))
+    }
+}
+
+/// Iterator over a [`Receiver`]'s messages, from [`Receiver::iter`]; ends on
+/// [`Error::Disconnected`].
+pub struct Iter<'a, T> {
+    receiver: &'a Receiver<T>,
+}
+
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = Result<T>;
+    fn next(&mut self) -> Option<Result<T>> {
+        match self.receiver.recv() {
+            Err(Error::Disconnected) => None,
+            other => Some(other),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("receiver", self.receiver).finish()
+    }
+}
+
+/// Owning iterator over a [`Receiver`]'s messages; ends on [`Error::Disconnected`].
+pub struct IntoIter<T> {
+    receiver: Receiver<T>,
+}
+
+impl<T: DeserializeOwned> Iterator for IntoIter<T> {
+    type Item = Result<T>;
+    fn next(&mut self) -> Option<Result<T>> {
+        self.receiver.iter().next()
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter").field("receiver", &self.receiver).finish()
+    }
+}
+
+impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
+    type Item = Result<T>;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
+    type Item = Result<T>;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { receiver: self }
+    }
+}
+
+/// A duplex pair over one socket: what [`connect`], `Listener::accept`, [`spawn`] and
+/// [`from_parent`] return.
+fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
+    let socket = Arc::new(socket);
+    (Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
+}
+
+/// Connects to a [`Listener`] bound to a filesystem path; returns a duplex pair of endpoints
+/// over the one connection: send `Tx`, receive `Rx`.
+///
+/// The socket closes when both endpoints (and their clones) are dropped.
+///
+/// # Errors
+///
+/// [`Error::Io`] when `socket` or `connect` fails (no such socket, nobody listening,
+/// permission denied).
+///
+/// # Examples
+///
+/// ```
+/// use memfile_ipc::{connect, Listener};
+///
+/// let dir = std::env::temp_dir().join(format!("memfile-ipc-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let listener = Listener::bind(dir.join("sock"))?;
+/// let (tx, rx) = connect::<String, usize>(dir.join("sock"))?;
+/// let (server_tx, server_rx) = listener.accept::<usize, String>()?;
+/// tx.send(&"hello".to_string())?;
+/// let got = server_rx.recv()?;
+/// server_tx.send(&got.len())?;
+/// assert_eq!(rx.recv()?, 5);
+/// assert_eq!(server_tx.peer_credentials()?.pid, std::process::id() as i32);
+/// # drop(listener); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
+pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<Rx>)> {
+    Ok(duplex(connect_raw(path)?))
+}
+
+/// Connects to a [`Listener`] bound to a Linux abstract socket name (see
+/// [`Listener::bind_abstract`]); returns a duplex pair of endpoints, as [`connect`].
+///
+/// # Errors
+///
+/// [`Error::Io`] when `socket` or `connect` fails (e.g. `ECONNREFUSED`: nobody listening).
+pub fn connect_abstract<Tx, Rx>(name: impl AsRef<[u8]>) -> Result<(Sender<Tx>, Receiver<Rx>)> {
+    Ok(duplex(connect_abstract_raw(name)?))
+}
+
+/// Typed accepting.
+impl Listener {
+    /// Waits for a connection whose peer passes the credential policy; returns a duplex pair
+    /// of endpoints over it: send `Tx`, receive `Rx`. The peer's credentials are available
+    /// from either endpoint ([`Sender::peer_credentials`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PeerRejected`] when the peer's credentials are refused (its connection is
+    /// closed; the listener stays usable); [`Error::Io`] when `accept` fails.
+    pub fn accept<Tx, Rx>(&self) -> Result<(Sender<Tx>, Receiver<Rx>)> {
+        Ok(duplex(self.accept_raw()?.0))
+    }
+
+    /// Like [`accept`](Self::accept), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when no connection is pending; otherwise as
+    /// [`accept`](Self::accept).
+    pub fn try_accept<Tx, Rx>(&self) -> Result<(Sender<Tx>, Receiver<Rx>)> {
+        Ok(duplex(self.try_accept_raw()?.0))
+    }
+
+    /// Like [`accept`](Self::accept), waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when no connection came in time; otherwise as
+    /// [`accept`](Self::accept).
+    pub fn accept_timeout<Tx, Rx>(&self, timeout: Duration) -> Result<(Sender<Tx>, Receiver<Rx>)> {
+        Ok(duplex(self.accept_raw_timeout(timeout)?.0))
+    }
+}
+
+/// Starts `cmd` as a child process connected to this one; returns the child and a duplex pair
+/// of endpoints: send `Tx` to the child, receive `Rx` from it.
+///
+/// Only the child's end of the socket is inherited (its number travels in the environment
+/// variable `MEMFILE_IPC_FD`); the child takes it with [`from_parent::<Rx, Tx>()`](from_parent).
+///
+/// # Errors
+///
+/// [`Error::Io`] when the socketpair cannot be made or the program cannot be started.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::process::Command;
+///
+/// // Parent:
+/// let (mut child, tx, rx) = memfile_ipc::spawn::<String, u64>(&mut Command::new("worker"))?;
+/// tx.send(&"job".to_string())?;
+/// let answer: u64 = rx.recv()?;
+/// child.wait()?;
+///
+/// // Child ("worker"): the types swap sides.
+/// let (tx, rx) = memfile_ipc::from_parent::<u64, String>()?;
+/// let job = rx.recv()?;
+/// tx.send(&(job.len() as u64))?;
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
+pub fn spawn<Tx, Rx>(cmd: &mut Command) -> Result<(ChildProcess, Sender<Tx>, Receiver<Rx>)> {
+    let (child, socket) = spawn_raw(cmd)?;
+    let (tx, rx) = duplex(socket);
+    Ok((child, tx, rx))
+}
+
+/// In a child started by [`spawn`]: takes the end of the socket the parent passed down and
+/// returns a duplex pair of endpoints: send `Tx` to the parent, receive `Rx` from it.
+///
+/// Call it once; the environment variable is removed.
+///
+/// # Errors
+///
+/// [`Error::Io`] (or the error [`RawSocket::from_fd`] gives) when this process was not
+/// started by [`spawn`], the variable was already consumed, or the fd is not a
+/// `SOCK_SEQPACKET` socket.
+pub fn from_parent<Tx, Rx>() -> Result<(Sender<Tx>, Receiver<Rx>)> {
+    Ok(duplex(raw_from_parent()?))
+}

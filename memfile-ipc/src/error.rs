@@ -57,9 +57,84 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A message is larger than the configured maximum
+    /// ([`Limits::max_message_bytes`](crate::Limits::max_message_bytes)). On the sending side
+    /// nothing was sent; on the receiving side the packet and its fds were dropped.
+    MessageTooLarge {
+        /// The message's size in bytes (when sending: the bytes encoded when the limit was
+        /// hit, a lower bound; encoding stops there).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// bincode could not encode or decode the message (a type mismatch between the peers,
+    /// trailing bytes, a length that claims more bytes than the message has, ...).
+    Codec {
+        /// `true` while encoding (sending), `false` while decoding (receiving).
+        encoding: bool,
+        /// bincode's description of the problem.
+        detail: String,
+    },
+    /// An fd that must be a sealed buffer (a `Frozen` field, or the memfd of a spilled
+    /// message) is not one: not a memfd, not sealed against writing and shrinking, or
+    /// larger than allowed. The fd was closed (so that an error kept around holds no fd).
+    BadBuffer {
+        /// Its index in the packet's fd list.
+        index: usize,
+        /// What memfile-core found (e.g. `NotSealed { found, required }`).
+        kind: memfile_core::FrozenErrorKind,
+        /// memfile-core's description: the fd number, the seals found, the seals required.
+        detail: String,
+    },
+    /// An fd in the message is not of the kind its field needs (e.g. a `MemFile` field got
+    /// a pipe, a `Sender` field got something other than an `AF_UNIX` `SOCK_SEQPACKET`
+    /// socket). The fd was closed.
+    BadFdKind {
+        /// Its index in the packet's fd list.
+        index: usize,
+        /// What the field needs.
+        expected: &'static str,
+        /// What was found instead.
+        detail: String,
+    },
+    /// A field refers to an fd index the packet does not have.
+    FdIndexOutOfRange {
+        /// The index in the message.
+        index: u64,
+        /// How many fds the packet carried.
+        count: usize,
+    },
+    /// Two fields refer to the same fd index (one fd cannot be owned twice).
+    FdIndexReused {
+        /// The index in the message.
+        index: u64,
+    },
+    /// An fd field was encoded or decoded outside a channel (e.g. a message holding a
+    /// `Frozen` serialized to JSON): fds only travel through this crate's endpoints.
+    FdOutsideChannel,
+    /// The packet does not follow the wire protocol (`docs/protocol.md`): bad magic, unknown
+    /// flags, lengths or fd counts that differ from what arrived, ...
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The peer speaks another version of the wire protocol.
+    VersionMismatch {
+        /// The version this crate speaks.
+        ours: u16,
+        /// The version in the peer's packet.
+        theirs: u16,
+    },
 }
 
 impl Error {
+    /// A [`Error::BadBuffer`] for fd `index`, closing the rejected fd.
+    pub(crate) fn bad_buffer(index: usize, error: memfile_core::FrozenError) -> Error {
+        let detail = error.to_string();
+        let (_closed, kind) = error.into_parts();
+        Error::BadBuffer { index, kind, detail }
+    }
+
     /// An `Io` error from a `nix` errno.
     pub(crate) fn io(op: &'static str, fd: Option<RawFd>, source: impl Into<io::Error>) -> Error {
         Error::Io { op, fd, source: source.into() }
@@ -87,6 +162,33 @@ impl fmt::Display for Error {
             Error::PeerRejected { pid, uid, gid, reason } => {
                 write!(f, "peer pid {pid} uid {uid} gid {gid} rejected: {reason}")
             }
+            Error::MessageTooLarge { size, max } => {
+                write!(f, "message of {size} bytes exceeds the limit of {max} bytes")
+            }
+            Error::Codec { encoding: true, detail } => write!(f, "cannot encode message: {detail}"),
+            Error::Codec { encoding: false, detail } => write!(f, "cannot decode message: {detail}"),
+            Error::BadBuffer { index, detail, .. } => {
+                write!(f, "fd #{index} of the message is not an acceptable sealed buffer: {detail}")
+            }
+            Error::BadFdKind { index, expected, detail } => {
+                write!(f, "fd #{index} of the message should be {expected}, but {detail}")
+            }
+            Error::FdIndexOutOfRange { index, count } => write!(
+                f,
+                "message refers to fd #{index} but the packet carried {count} fd{}",
+                if *count == 1 { "" } else { "s" }
+            ),
+            Error::FdIndexReused { index } => {
+                write!(f, "message refers to fd #{index} more than once")
+            }
+            Error::FdOutsideChannel => f.write_str(
+                "an fd field can only be encoded or decoded by a memfile-ipc Sender or Receiver",
+            ),
+            Error::Protocol { detail } => write!(f, "protocol error: {detail}"),
+            Error::VersionMismatch { ours, theirs } => write!(
+                f,
+                "peer speaks wire protocol version {theirs}, this side speaks version {ours}"
+            ),
         }
     }
 }

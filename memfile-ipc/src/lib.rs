@@ -11,6 +11,9 @@ pub mod raw;
 mod cred;
 mod listener;
 mod process;
+pub use cred::{CredentialPolicy, Credentials};
+pub use listener::{Listener, connect_abstract_raw, connect_raw};
+pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 
 // --- owned by the typed-channel work: wire.rs, codec.rs, fd.rs, channel.rs, limits.rs ---
 mod wire;
@@ -18,3 +21,8 @@ mod codec;
 pub mod fd;
 mod channel;
 mod limits;
+pub use channel::{
+    IntoIter, Iter, Receiver, Sender, channel, connect, connect_abstract, from_parent, spawn,
+};
+pub use fd::Fd;
+pub use limits::Limits;

@@ -1,0 +1,456 @@
+//! A listening `SOCK_SEQPACKET` socket on a filesystem path or a Linux abstract name, and
+//! `connect` to either.
+//!
+//! ```
+//! use memfile_ipc::{Listener, connect_raw};
+//!
+//! let dir = std::env::temp_dir().join(format!("memfile-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("sock");
+//! let listener = Listener::bind(&path)?;
+//! let client = connect_raw(&path)?;
+//! let (server, peer) = listener.accept_raw()?;
+//! assert_eq!(peer.pid, std::process::id() as i32);
+//! drop(listener); // removes the socket file
+//! assert!(!path.exists());
+//! # drop((client, server));
+//! # std::fs::remove_dir(&dir).unwrap();
+//! # Ok::<(), memfile_ipc::Error>(())
+//! ```
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect, listen, socket,
+};
+use nix::sys::stat::{Mode, fchmod};
+
+use crate::cred::{CredentialPolicy, Credentials};
+use crate::error::{Error, Result};
+use crate::raw::RawSocket;
+
+/// Where a [`Listener`] is bound.
+#[derive(Debug)]
+enum Name {
+    /// A socket file, and the (device, inode) it had right after `bind`, so that `Drop`
+    /// removes that file and not one that replaced it since.
+    Path { path: PathBuf, id: (u64, u64) },
+    /// A Linux abstract name (without the leading NUL).
+    Abstract(Vec<u8>),
+}
+
+/// A listening Unix `SOCK_SEQPACKET` socket that checks every peer's credentials.
+///
+/// Bind it to a path ([`bind`](Self::bind)) or to an abstract name
+/// ([`bind_abstract`](Self::bind_abstract)); peers reach it with [`connect_raw`] or
+/// [`connect_abstract_raw`] (or the typed `connect`). Each accepted connection's
+/// `SO_PEERCRED` is checked against the [`CredentialPolicy`] (default:
+/// [`SameUid`](CredentialPolicy::SameUid)); a refused peer is disconnected and reported
+/// as [`Error::PeerRejected`], and the listener stays usable.
+///
+/// Dropping a path listener removes its socket file.
+#[derive(Debug)]
+pub struct Listener {
+    /// Non-blocking, so that several threads may accept at once without one of them
+    /// blocking in `accept` after another took the connection `poll` announced.
+    fd: OwnedFd,
+    name: Name,
+    policy: CredentialPolicy,
+}
+
+/// Attaches the path to an OS error, so that "No such file or directory" says which.
+fn path_err(op: &'static str, fd: Option<RawFd>, path: &Path, e: impl Into<io::Error>) -> Error {
+    let e: io::Error = e.into();
+    Error::io(
+        op,
+        fd,
+        io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    )
+}
+
+fn abstract_err(
+    op: &'static str,
+    fd: Option<RawFd>,
+    name: &[u8],
+    e: impl Into<io::Error>,
+) -> Error {
+    let e: io::Error = e.into();
+    let shown = String::from_utf8_lossy(name);
+    Error::io(
+        op,
+        fd,
+        io::Error::new(e.kind(), format!("abstract name @{shown}: {e}")),
+    )
+}
+
+fn seqpacket_socket(flags: SockFlag) -> Result<OwnedFd> {
+    socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        flags | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("socket", None, e))
+}
+
+/// `connect`, retried on EINTR (a Unix connect that was interrupted did not happen).
+fn connect_retry(fd: &OwnedFd, addr: &UnixAddr) -> nix::Result<()> {
+    loop {
+        match connect(fd.as_raw_fd(), addr) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+impl Listener {
+    /// Binds a listening socket to a filesystem path, creating the socket file with mode
+    /// 0600 (less if the umask says so).
+    ///
+    /// The mode is set with `fchmod` on the socket *before* `bind`: Linux creates the socket
+    /// file with the socket inode's mode (minus the umask), so the file never exists with
+    /// a more permissive mode, and neither the process-wide umask nor a rename dance is
+    /// needed. The mode is checked after `bind` all the same.
+    ///
+    /// If a socket file is already there and connecting to it is refused (its listener is
+    /// gone: a stale file from a process that died), it is removed and the bind retried.
+    /// Anything else at the path is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the path when:
+    /// - the path exists and is not a socket (`AddrInUse`; the file is not touched);
+    /// - a live listener is bound there (`AddrInUse`: connecting to it succeeded or its
+    ///   backlog is full);
+    /// - the existing socket cannot be probed (e.g. `EACCES`, or `EPROTOTYPE` for a socket
+    ///   of another type, which is alive);
+    /// - `socket`, `fchmod`, `bind` or `listen` fail (e.g. the directory does not exist, or
+    ///   the path is longer than the 107 bytes a Unix address holds).
+    pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
+        let path = path.as_ref();
+        let addr = UnixAddr::new(path).map_err(|e| path_err("bind", None, path, e))?;
+        let fd = seqpacket_socket(SockFlag::SOCK_NONBLOCK)?;
+        let raw = fd.as_raw_fd();
+        fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| path_err("fchmod", Some(raw), path, e))?;
+        // One retry after removing a stale file is enough; a second EADDRINUSE means
+        // somebody else is binding the same path concurrently, which we report.
+        let mut removed_stale = false;
+        loop {
+            match bind(raw, &addr) {
+                Ok(()) => break,
+                Err(Errno::EADDRINUSE) if !removed_stale => {
+                    remove_if_stale(path)?;
+                    removed_stale = true;
+                }
+                Err(e) => return Err(path_err("bind", Some(raw), path, e)),
+            }
+        }
+        // From here on the file is ours: build the Listener first so that Drop removes the
+        // file if anything below fails.
+        let meta = std::fs::symlink_metadata(path);
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                // Someone removed (or replaced) it already; nothing of ours to clean up.
+                return Err(path_err("stat", None, path, e));
+            }
+        };
+        let listener = Listener {
+            fd,
+            name: Name::Path {
+                path: path.to_owned(),
+                id: (meta.dev(), meta.ino()),
+            },
+            policy: CredentialPolicy::default(),
+        };
+        if meta.mode() & 0o077 != 0 {
+            return Err(path_err(
+                "bind",
+                Some(raw),
+                path,
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "socket file got mode {:o}, expected 0600",
+                        meta.mode() & 0o7777
+                    ),
+                ),
+            ));
+        }
+        listen(&listener.fd, Backlog::MAXCONN)
+            .map_err(|e| path_err("listen", Some(raw), path, e))?;
+        Ok(listener)
+    }
+
+    /// Binds a listening socket to a Linux abstract name (`name` without the leading NUL;
+    /// at most 107 bytes).
+    ///
+    /// Abstract names live in the network namespace, not in the filesystem: they have **no
+    /// file permissions**, and any process in the same network namespace can connect. The
+    /// credential policy (default [`SameUid`](CredentialPolicy::SameUid)) is then the only
+    /// protection, so think twice before setting [`AnyUid`](CredentialPolicy::AnyUid). The
+    /// name disappears when the listener is dropped; there is no stale-file problem.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the abstract name when it is in use (`EADDRINUSE`), too long,
+    /// or `socket`/`bind`/`listen` fail.
+    pub fn bind_abstract(name: impl AsRef<[u8]>) -> Result<Listener> {
+        let name = name.as_ref();
+        let addr = UnixAddr::new_abstract(name).map_err(|e| abstract_err("bind", None, name, e))?;
+        let fd = seqpacket_socket(SockFlag::SOCK_NONBLOCK)?;
+        let raw = fd.as_raw_fd();
+        bind(raw, &addr).map_err(|e| abstract_err("bind", Some(raw), name, e))?;
+        listen(&fd, Backlog::MAXCONN).map_err(|e| abstract_err("listen", Some(raw), name, e))?;
+        Ok(Listener {
+            fd,
+            name: Name::Abstract(name.to_owned()),
+            policy: CredentialPolicy::default(),
+        })
+    }
+
+    /// Replaces the credential policy (builder style).
+    pub fn credential_policy(mut self, policy: CredentialPolicy) -> Listener {
+        self.policy = policy;
+        self
+    }
+
+    /// Replaces the credential policy.
+    pub fn set_credential_policy(&mut self, policy: CredentialPolicy) {
+        self.policy = policy;
+    }
+
+    /// The credential policy in force.
+    pub fn policy(&self) -> &CredentialPolicy {
+        &self.policy
+    }
+
+    /// The socket file's path, for a listener made with [`bind`](Self::bind).
+    pub fn local_path(&self) -> Option<&Path> {
+        match &self.name {
+            Name::Path { path, .. } => Some(path),
+            Name::Abstract(_) => None,
+        }
+    }
+
+    /// The abstract name (without the leading NUL), for a listener made with
+    /// [`bind_abstract`](Self::bind_abstract).
+    pub fn abstract_name(&self) -> Option<&[u8]> {
+        match &self.name {
+            Name::Path { .. } => None,
+            Name::Abstract(name) => Some(name),
+        }
+    }
+
+    /// Waits for a connection and returns it with the peer's credentials, if the policy
+    /// admits the peer.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::PeerRejected`] when the policy refuses the peer: its connection has been
+    ///   closed (the peer sees [`Error::Disconnected`]) and the listener can accept again;
+    /// - [`Error::Io`] when `accept4`, `poll` or `getsockopt(SO_PEERCRED)` fail (e.g.
+    ///   `EMFILE`).
+    pub fn accept_raw(&self) -> Result<(RawSocket, Credentials)> {
+        self.accept_until(None, false)
+    }
+
+    /// Like [`accept_raw`](Self::accept_raw), but does not wait.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when no connection is pending; otherwise as
+    /// [`accept_raw`](Self::accept_raw).
+    pub fn try_accept_raw(&self) -> Result<(RawSocket, Credentials)> {
+        self.accept_until(None, true)
+    }
+
+    /// Like [`accept_raw`](Self::accept_raw), but waits at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when no connection came in time; otherwise as
+    /// [`accept_raw`](Self::accept_raw).
+    pub fn accept_raw_timeout(&self, timeout: Duration) -> Result<(RawSocket, Credentials)> {
+        // An unrepresentable deadline (centuries away) is the same as waiting forever.
+        self.accept_until(Some(Instant::now().checked_add(timeout)), false)
+    }
+
+    /// `deadline`: None = forever, Some(None) = too far to represent (forever too).
+    fn accept_until(
+        &self,
+        deadline: Option<Option<Instant>>,
+        nonblocking: bool,
+    ) -> Result<(RawSocket, Credentials)> {
+        let raw = self.fd.as_raw_fd();
+        let conn = loop {
+            match accept4(&self.fd, SockFlag::SOCK_CLOEXEC) {
+                Ok(conn) => break conn,
+                // ECONNABORTED: the peer gave up before we got to it; wait for the next one.
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) if nonblocking => return Err(Error::WouldBlock),
+                Err(Errno::EAGAIN) => {
+                    let timeout = match deadline.flatten() {
+                        None => PollTimeout::NONE,
+                        Some(deadline) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                return Err(Error::Timeout);
+                            }
+                            let ms = left.as_micros().div_ceil(1000);
+                            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+                        }
+                    };
+                    let mut pfd = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+                    match poll(&mut pfd, timeout) {
+                        Ok(_) | Err(Errno::EINTR) => continue,
+                        Err(e) => return Err(Error::io("poll", Some(raw), e)),
+                    }
+                }
+                Err(e) => return Err(Error::io("accept4", Some(raw), e)),
+            }
+        };
+        let conn = RawSocket::from_accepted(conn);
+        let peer = conn.peer_credentials()?;
+        match self.policy.check(&peer) {
+            Ok(()) => Ok((conn, peer)),
+            Err(reason) => {
+                drop(conn);
+                Err(Error::PeerRejected {
+                    pid: peer.pid,
+                    uid: peer.uid,
+                    gid: peer.gid,
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for Listener {
+    /// Removes the socket file, if it is still the one this listener created.
+    fn drop(&mut self) {
+        if let Name::Path { path, id } = &self.name {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if (meta.dev(), meta.ino()) == *id {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the file at `path` if it is a socket nobody listens on any more.
+///
+/// "Nobody listens" is decided by connecting to it: `ECONNREFUSED` means the socket file
+/// outlived its listener. Between the probe and the `unlink` another process could replace
+/// the file; the (device, inode) is compared right before unlinking to keep that window as
+/// small as the filesystem API allows (there is no "unlink if inode is X" syscall).
+fn remove_if_stale(path: &Path) -> Result<()> {
+    let in_use = |what: String| {
+        path_err(
+            "bind",
+            None,
+            path,
+            io::Error::new(io::ErrorKind::AddrInUse, what),
+        )
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // Gone in the meantime: the retried bind will tell.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(path_err("stat", None, path, e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(in_use(
+            "the path exists and is not a socket; not touching it".to_owned(),
+        ));
+    }
+    // Non-blocking, so that a live listener with a full backlog gives EAGAIN instead of
+    // making us wait.
+    let probe = seqpacket_socket(SockFlag::SOCK_NONBLOCK)?;
+    let addr = UnixAddr::new(path).map_err(|e| path_err("connect", None, path, e))?;
+    match connect_retry(&probe, &addr) {
+        Err(Errno::ECONNREFUSED) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Ok(()) | Err(Errno::EAGAIN) => {
+            return Err(in_use(
+                "another listener is alive on this socket".to_owned(),
+            ));
+        }
+        Err(e) => {
+            return Err(path_err(
+                "connect (probing an existing socket)",
+                None,
+                path,
+                e,
+            ));
+        }
+    }
+    drop(probe);
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if (now.dev(), now.ino()) == (meta.dev(), meta.ino()) => std::fs::remove_file(path)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| path_err("unlink (stale socket)", None, path, e)),
+        // Replaced or removed since we probed it: let the retried bind decide.
+        _ => Ok(()),
+    }
+}
+
+/// Connects to a [`Listener`] bound to `path`.
+///
+/// The connection may be refused by the listener's credential policy after the fact: the
+/// first `recv` then reports [`Error::Disconnected`].
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the path: `ENOENT` (no such socket file), `ECONNREFUSED` (no
+/// listener), `EACCES` (the socket file's mode forbids us), `EPROTOTYPE` (not a
+/// `SOCK_SEQPACKET` listener), or a path too long for a Unix address.
+pub fn connect_raw(path: impl AsRef<Path>) -> Result<RawSocket> {
+    let path = path.as_ref();
+    let addr = UnixAddr::new(path).map_err(|e| path_err("connect", None, path, e))?;
+    let fd = seqpacket_socket(SockFlag::empty())?;
+    connect_retry(&fd, &addr).map_err(|e| path_err("connect", Some(fd.as_raw_fd()), path, e))?;
+    Ok(RawSocket::from_accepted(fd))
+}
+
+/// Connects to a [`Listener`] bound to the abstract `name` (without the leading NUL).
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the abstract name: `ECONNREFUSED` (nobody listens there),
+/// `EPROTOTYPE` (not a `SOCK_SEQPACKET` listener), or a name longer than 107 bytes.
+pub fn connect_abstract_raw(name: impl AsRef<[u8]>) -> Result<RawSocket> {
+    let name = name.as_ref();
+    let addr = UnixAddr::new_abstract(name).map_err(|e| abstract_err("connect", None, name, e))?;
+    let fd = seqpacket_socket(SockFlag::empty())?;
+    connect_retry(&fd, &addr)
+        .map_err(|e| abstract_err("connect", Some(fd.as_raw_fd()), name, e))?;
+    Ok(RawSocket::from_accepted(fd))
+}

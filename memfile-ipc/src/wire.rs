@@ -1,0 +1,147 @@
+//! The packet header: what one `SOCK_SEQPACKET` packet of a typed channel looks like.
+//!
+//! Specified byte by byte in `docs/protocol.md`. Every field is checked against what
+//! actually arrived before anything else happens with the packet.
+
+use crate::{Error, Result};
+
+/// `b"MFIP"`: the first four bytes of every packet.
+pub(crate) const MAGIC: [u8; 4] = *b"MFIP";
+/// The protocol version this crate speaks.
+pub(crate) const VERSION: u16 = 1;
+/// Header size in bytes.
+pub(crate) const HEADER_LEN: usize = 24;
+/// Flag: the payload is not in the packet but in a sealed memfd, the packet's last fd.
+pub(crate) const FLAG_SPILLED: u16 = 1;
+/// Every flag this version knows; any other bit set is a protocol error.
+const KNOWN_FLAGS: u16 = FLAG_SPILLED;
+
+/// A decoded, validated header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Payload is in a sealed memfd (the last fd) instead of following the header.
+    pub(crate) spilled: bool,
+    /// Number of fds attached to the packet (including the spill memfd).
+    pub(crate) fd_count: u32,
+    /// Payload length in bytes.
+    pub(crate) payload_len: u64,
+}
+
+impl Header {
+    /// Serializes the header into its 24 bytes.
+    pub(crate) fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        let flags = if self.spilled { FLAG_SPILLED } else { 0 };
+        b[6..8].copy_from_slice(&flags.to_le_bytes());
+        b[8..12].copy_from_slice(&self.fd_count.to_le_bytes());
+        // 12..16: reserved, zero.
+        b[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
+        b
+    }
+
+    /// Parses and validates the header of a packet of which `packet` is every byte that
+    /// arrived and `fds_received` the number of fds that came with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::VersionMismatch`] for another version, [`Error::Protocol`] for anything
+    /// else that does not add up (short packet, bad magic, unknown flags, reserved bits,
+    /// a length or fd count that differs from what arrived).
+    pub(crate) fn parse(packet: &[u8], fds_received: usize) -> Result<Header> {
+        let proto = |detail: String| Err(Error::Protocol { detail });
+        if packet.len() < HEADER_LEN {
+            return proto(format!(
+                "packet of {} bytes is shorter than the {HEADER_LEN}-byte header",
+                packet.len()
+            ));
+        }
+        if packet[0..4] != MAGIC {
+            return proto(format!(
+                "bad magic {:02x?}, expected {:02x?} (\"MFIP\")",
+                &packet[0..4],
+                MAGIC
+            ));
+        }
+        let version = u16::from_le_bytes([packet[4], packet[5]]);
+        if version != VERSION {
+            return Err(Error::VersionMismatch { ours: VERSION, theirs: version });
+        }
+        let flags = u16::from_le_bytes([packet[6], packet[7]]);
+        if flags & !KNOWN_FLAGS != 0 {
+            return proto(format!(
+                "unknown flags {:#06x} (this version knows {KNOWN_FLAGS:#06x})",
+                flags & !KNOWN_FLAGS
+            ));
+        }
+        let spilled = flags & FLAG_SPILLED != 0;
+        let fd_count = u32::from_le_bytes(packet[8..12].try_into().expect("4 bytes"));
+        let reserved = u32::from_le_bytes(packet[12..16].try_into().expect("4 bytes"));
+        if reserved != 0 {
+            return proto(format!("reserved header field is {reserved:#x}, must be 0"));
+        }
+        let payload_len = u64::from_le_bytes(packet[16..24].try_into().expect("8 bytes"));
+        if fd_count as usize != fds_received {
+            return proto(format!(
+                "header announces {fd_count} fds but {fds_received} arrived with the packet"
+            ));
+        }
+        let after_header = (packet.len() - HEADER_LEN) as u64;
+        if spilled {
+            if fd_count == 0 {
+                return proto("spilled payload but the packet carries no fd".into());
+            }
+            if after_header != 0 {
+                return proto(format!(
+                    "spilled packet carries {after_header} bytes after the header, must be 0"
+                ));
+            }
+        } else if payload_len != after_header {
+            return proto(format!(
+                "header announces a {payload_len}-byte payload but {after_header} bytes arrived"
+            ));
+        }
+        Ok(Header { spilled, fd_count, payload_len })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let h = Header { spilled: true, fd_count: 3, payload_len: 1 << 40 };
+        let b = h.to_bytes();
+        assert_eq!(&b[0..4], b"MFIP");
+        assert_eq!(Header::parse(&b, 3).unwrap(), h);
+        let h = Header { spilled: false, fd_count: 0, payload_len: 5 };
+        let mut p = h.to_bytes().to_vec();
+        p.extend_from_slice(b"hello");
+        assert_eq!(Header::parse(&p, 0).unwrap(), h);
+    }
+
+    #[test]
+    fn rejects() {
+        let good = Header { spilled: false, fd_count: 1, payload_len: 0 }.to_bytes();
+        let bad = |f: &dyn Fn(&mut [u8; HEADER_LEN]), fds: usize| {
+            let mut b = good;
+            f(&mut b);
+            Header::parse(&b, fds).unwrap_err()
+        };
+        assert!(matches!(bad(&|_| {}, 0), Error::Protocol { .. }));
+        assert!(matches!(bad(&|b| b[0] = b'X', 1), Error::Protocol { .. }));
+        assert!(matches!(
+            bad(&|b| b[4] = 9, 1),
+            Error::VersionMismatch { ours: 1, theirs: 9 }
+        ));
+        assert!(matches!(bad(&|b| b[6] = 2, 1), Error::Protocol { .. }));
+        assert!(matches!(bad(&|b| b[13] = 1, 1), Error::Protocol { .. }));
+        assert!(matches!(bad(&|b| b[16] = 1, 1), Error::Protocol { .. }));
+        assert!(matches!(Header::parse(&good[..10], 1), Err(Error::Protocol { .. })));
+        // Spilled without an fd.
+        let s = Header { spilled: true, fd_count: 0, payload_len: 1 }.to_bytes();
+        assert!(matches!(Header::parse(&s, 0), Err(Error::Protocol { .. })));
+    }
+}
