@@ -641,7 +641,7 @@ impl fmt::Display for FrozenError {
             ),
             FrozenErrorKind::NotSealed { found, required } => write!(
                 f,
-                "fd {fd} is not sealed enough to be read as immutable: seals found: {found}; \
+                "fd {fd} lacks required seals: seals found: {found}; \
                  required: {required}; missing: {}",
                 *required - *found
             ),

@@ -208,6 +208,15 @@ fn rejects_what_is_not_a_memfd() {
 }
 
 #[test]
+fn accepts_a_read_only_reopen() {
+    // Receivers may well get an O_RDONLY descriptor: that is all a Frozen needs.
+    let f = sealable_with("rdonly", b"read me", Seal::Write | Seal::Shrink);
+    let path = format!("/proc/self/fd/{}", f.as_fd().as_raw_fd());
+    let rdonly = std::fs::File::open(&path).unwrap();
+    assert_eq!(&Frozen::from_fd(rdonly.into()).unwrap()[..], b"read me");
+}
+
+#[test]
 fn rejects_a_write_only_descriptor() {
     let f = sealable_with("wronly", b"a", Seal::Write | Seal::Shrink);
     let path = format!("/proc/self/fd/{}", f.as_fd().as_raw_fd());
@@ -452,4 +461,41 @@ fn hugetlb_frozen_when_huge_pages_are_free() {
     let frozen = f.freeze().unwrap();
     assert_eq!(frozen.len(), 2 << 20);
     assert!(frozen.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_shared_read_only_mapping_cannot_be_made_writable() {
+    let frozen = Frozen::from_bytes("mprotect", &[1u8; 4096]).unwrap();
+    // SAFETY: the file is sealed Write | Shrink (it is a Frozen): the bytes cannot change.
+    let map = match unsafe { MmapOptions::new().len(4096).map(&frozen.as_fd()) } {
+        Ok(map) => map,
+        Err(e) => {
+            // Kernels before 6.7 refuse even this (the reason Frozen maps MAP_PRIVATE).
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+            println!("skipped: read-only MAP_SHARED of a write-sealed memfd is EPERM here");
+            return;
+        }
+    };
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: only asks for a protection change; on failure nothing changes, and on
+    // success the test fails before anything is written.
+    let rc = unsafe { libc::mprotect(map.as_ptr() as *mut libc::c_void, 4096, prot) };
+    assert_eq!(rc, -1, "mprotect to writable succeeded");
+    assert_eq!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::EACCES)
+    );
+    assert_eq!(map[0], 1);
+}
+
+#[test]
+fn write_without_shrink_does_not_keep_the_bytes() {
+    // Why Frozen needs Shrink for immutability too, not only against SIGBUS: a
+    // write-sealed file can still be cut and grown back, which zeroes its tail.
+    let f = sealable_with("cut", b"precious", Seal::Write);
+    f.set_len(0).unwrap();
+    f.set_len(8).unwrap();
+    let mut buf = [0xFFu8; 8];
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [0u8; 8]);
 }

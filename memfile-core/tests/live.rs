@@ -187,3 +187,58 @@ fn send_sync_and_debug() {
         assert!(!s.contains("SECRET") && !s.contains("83, 69"), "{s}");
     }
 }
+
+/// Run by `another_process_sees_the_writes` in a child process (hence `ignore`d in a normal
+/// run): opens the parent's writer through `/proc/<ppid>/fd`, waits for the flag, checks the
+/// payload, and checks that it cannot write.
+#[test]
+#[ignore = "helper, run in a child process by another_process_sees_the_writes"]
+fn live_child_reader() {
+    let Ok(path) = std::env::var("MEMFILE_LIVE_CHILD_PATH") else {
+        println!("skipped: only meaningful when run by another_process_sees_the_writes");
+        return;
+    };
+    let file = std::fs::File::open(&path).unwrap();
+    let view = LiveView::from_fd(file.into()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while view.load_u64(0, Ordering::Acquire) != Some(1) {
+        assert!(std::time::Instant::now() < deadline, "flag never came");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut payload = [0u8; 12];
+    assert_eq!(view.read_at(8, &mut payload), 12);
+    assert_eq!(&payload, b"from parent!");
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    assert!(rw.write_at(b"child", 8).is_err(), "the child could write");
+    println!("LIVE_CHILD_OK");
+}
+
+#[test]
+fn another_process_sees_the_writes() {
+    let mut writer = LiveWriter::new("cross-process", 4096).unwrap();
+    let path = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&writer)
+    );
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "live_child_reader", "--nocapture"])
+        .env("MEMFILE_LIVE_CHILD_PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    writer[8..20].copy_from_slice(b"from parent!");
+    assert!(writer.store_u64(0, 1, Ordering::Release));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("LIVE_CHILD_OK"),
+        "child: {stdout}"
+    );
+    assert_eq!(&writer[8..20], b"from parent!");
+}

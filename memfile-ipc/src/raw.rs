@@ -354,15 +354,14 @@ impl RawSocket {
 
     /// Whether the peer has shut down its sending side (closed, or died).
     fn peer_hung_up(&self) -> Result<bool> {
-        // nix 0.32 has no POLLRDHUP constant.
+        // nix 0.32 has no POLLRDHUP constant, and `PollFd::revents()` returns None when it is
+        // set, so use poll's count instead: we ask for POLLRDHUP only, and POLLHUP/POLLERR are
+        // always reported, so any ready fd means the peer hung up (or the socket failed).
         let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
         let mut pfd = [PollFd::new(self.fd.as_fd(), rdhup)];
         loop {
             match poll(&mut pfd, PollTimeout::ZERO) {
-                Ok(_) => {
-                    let got = pfd[0].revents().unwrap_or(PollFlags::empty());
-                    return Ok(got.intersects(rdhup | PollFlags::POLLHUP));
-                }
+                Ok(ready) => return Ok(ready > 0),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(Error::io("poll", Some(self.fd.as_raw_fd()), e)),
             }

@@ -12,7 +12,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Takes the file-wide lock (a panicking test poisons it; the others still run).
 pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The fds this process has open, sorted (without the one used to list them).
