@@ -80,3 +80,9 @@ fn pipeline_forwards_without_copying() {
     let out = run("pipeline", &[]);
     assert!(out.contains("ok: the same buffer passed through 3 processes"), "{out}");
 }
+
+#[test]
+fn live_view_follows_updates_read_only() {
+    let out = run("live_view", &[]);
+    assert!(out.contains("ok: the reader followed 3 updates and could not write"), "{out}");
+}

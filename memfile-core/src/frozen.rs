@@ -52,7 +52,7 @@ fn freeze_seals() -> Seals {
 /// checks the seals again (never trust a sender).
 ///
 /// ```
-/// use memfile::Frozen;
+/// use memfile_core::Frozen;
 ///
 /// let frozen = Frozen::build("greeting", 5, |buf| buf.copy_from_slice(b"hello"))?;
 /// assert_eq!(&frozen[..], b"hello");
@@ -98,8 +98,8 @@ impl Frozen {
     /// [`FrozenError::into_fd`].
     ///
     /// ```
-    /// use memfile::{FrozenErrorKind, MemFile, Seal};
-    /// use memfile::Frozen;
+    /// use memfile_core::{FrozenErrorKind, MemFile, Seal};
+    /// use memfile_core::Frozen;
     ///
     /// let file = MemFile::create_sealable("not-frozen")?;
     /// file.add_seals(Seal::Shrink)?;
@@ -142,7 +142,7 @@ impl Frozen {
     /// invalid `name`).
     ///
     /// ```
-    /// use memfile::Frozen;
+    /// use memfile_core::Frozen;
     ///
     /// let squares = Frozen::build("squares", 16, |buf| {
     ///     for (i, b) in buf.iter_mut().enumerate() {
@@ -168,7 +168,7 @@ impl Frozen {
     /// [`Frozen::build`].
     ///
     /// ```
-    /// use memfile::Frozen;
+    /// use memfile_core::Frozen;
     /// use std::io::Read;
     ///
     /// let mut source: &[u8] = b"from a reader";
@@ -205,7 +205,7 @@ impl Frozen {
     /// an invalid `name`).
     ///
     /// ```
-    /// use memfile::Frozen;
+    /// use memfile_core::Frozen;
     ///
     /// let f = Frozen::from_bytes("copy", b"abc")?;
     /// assert_eq!(&f[..], b"abc");
@@ -262,15 +262,16 @@ impl Frozen {
     /// its own file offset, at 0.
     ///
     /// Use it where a reader consumes the file with `read()`, e.g. as a child's stdin
-    /// (`Stdio::from(frozen.open_reader()?)`): a `dup`ed descriptor would share (and move)
-    /// the offset of every other copy.
+    /// ([`Frozen::to_stdio`] does this): a `dup`ed descriptor would share (and move) the
+    /// offset of every other copy. To read in this process, [`Frozen::reader`] needs no
+    /// descriptor at all.
     ///
     /// # Errors
     ///
     /// `/proc` not mounted, or `EMFILE`.
     ///
     /// ```
-    /// use memfile::Frozen;
+    /// use memfile_core::Frozen;
     /// use std::process::{Command, Stdio};
     ///
     /// let f = Frozen::from_bytes("stdin", b"through a pipe of no pipe\n")?;
@@ -429,7 +430,7 @@ impl MemFile {
     /// [`FrozenError`], whose [`into_fd`](FrozenError::into_fd) gives it back.
     ///
     /// ```
-    /// use memfile::{MemFile, Seal};
+    /// use memfile_core::{MemFile, Seal};
     /// use std::io::Write;
     ///
     /// let mut file = MemFile::create_sealable("config")?;

@@ -6,7 +6,7 @@
 //! file came from a process it does not trust.
 //!
 //! ```
-//! use memfile::{Frozen, MemFile, Seal};
+//! use memfile_core::{Frozen, MemFile, Seal};
 //! use std::io::Write;
 //!
 //! // The producer writes a memfd and freezes it: seals Write | Shrink | Grow | Seal.
@@ -58,13 +58,33 @@
 //! `FutureWrite` does not protect, what a process holding the same descriptor can and
 //! cannot do — is in `docs/safety.md` in the repository.
 //!
+//! ## Into the rest of the ecosystem
+//!
+//! A [`Frozen`] reads through `std::io` with [`Frozen::reader`] (a [`FrozenReader`]:
+//! `Read`, `BufRead` whose buffer is the mapping itself, and `Seek`), writes out from the
+//! mapping with [`Frozen::write_to`], and becomes a child process's stdin with
+//! [`Frozen::to_stdio`] (a descriptor of its own, at offset 0). A [`MemFile`] converts into
+//! a `Stdio` too; that descriptor is a `dup` and shares the file offset with every other
+//! copy, so rewind the file before handing it over.
+//!
+//! ## Feature flags
+//!
+//! All off by default; the default build depends on `nix`, `libc` and `memmap2` only (no
+//! serde, no bincode, no sockets: those are in `memfile-ipc`).
+//!
+//! - `bytes`: `impl From<Frozen> for bytes::Bytes`, without copying (`Bytes::from_owner`:
+//!   the `Bytes` points into the mapping and keeps it alive), so a frozen buffer can flow
+//!   into hyper, tonic or tokio codecs.
+//!
 //! ## Platforms
 //!
 //! Linux (5.1+ for `FutureWrite`, 6.3+ for `Exec`) and Android; FreeBSD behind `cfg`
 //! (no `FutureWrite`, no `Exec`, so no [`LiveWriter`]/[`LiveView`]). Other systems get a
 //! compile error.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// docs.rs builds with `--cfg docsrs` (see Cargo.toml): show "Available on crate feature
+// ..." badges on the items marked `doc(cfg(...))`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 compile_error!(
@@ -90,5 +110,12 @@ pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub use live::{LiveView, LiveWriter};
 pub use region::WritableRegion;
+
+// --- owned by the ecosystem work: reader.rs, bytes.rs ---
+#[cfg(feature = "bytes")]
+mod bytes;
+mod reader;
+
+pub use reader::FrozenReader;
 
 pub use seal::{Seal, Seals, SealsIter};

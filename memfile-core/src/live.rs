@@ -58,7 +58,7 @@ fn live_accepts(found: Seals) -> bool {
 /// unless ordered with [`store_u64`](LiveWriter::store_u64)/[`load_u64`](LiveView::load_u64).
 ///
 /// ```
-/// use memfile::{LiveView, LiveWriter};
+/// use memfile_core::{LiveView, LiveWriter};
 /// use std::sync::atomic::Ordering;
 ///
 /// let mut writer = LiveWriter::new("status", 64)?;

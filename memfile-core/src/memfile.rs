@@ -27,7 +27,7 @@ pub const MAX_NAME_LEN: usize = 249;
 /// [`MemFile::add_seals`].
 ///
 /// ```
-/// use memfile::{MemFile, CreateOptions, Seal};
+/// use memfile_core::{MemFile, CreateOptions, Seal};
 /// use std::io::{Read, Seek, Write};
 /// # fn main() -> std::io::Result<()> {
 /// let mut file = MemFile::create("greeting", CreateOptions::new().allow_sealing(true))?;
@@ -137,7 +137,7 @@ impl MemFile {
     /// tmpfs file.)
     ///
     /// ```
-    /// use memfile::MemFile;
+    /// use memfile_core::MemFile;
     /// use std::os::fd::OwnedFd;
     /// # fn main() -> std::io::Result<()> {
     /// let fd = OwnedFd::from(MemFile::create_default("buf")?);
@@ -284,7 +284,7 @@ impl MemFile {
     /// sees them, and none can remove them. Adding a seal that is already there succeeds.
     ///
     /// ```
-    /// use memfile::{MemFile, Seal};
+    /// use memfile_core::{MemFile, Seal};
     /// # fn main() -> std::io::Result<()> {
     /// let file = MemFile::create_sealable("config")?;
     /// file.set_len(4096)?;
@@ -652,6 +652,12 @@ impl From<MemFile> for File {
 impl From<MemFile> for Stdio {
     /// The memfd as a child's stdin, stdout or stderr; the child's copy loses close-on-exec,
     /// as it must.
+    ///
+    /// The child's descriptor is a `dup` of this one: it shares the file offset with every
+    /// [`try_clone`](MemFile::try_clone) of the file. A child reading it as stdin starts where
+    /// the offset is (after `write`s: at the end, so rewind first), and its reads move the
+    /// offset of the clones the parent kept. A `Frozen`'s `to_stdio` opens a descriptor with
+    /// its own offset instead.
     fn from(file: MemFile) -> Stdio {
         Stdio::from(file.file)
     }

@@ -24,7 +24,7 @@ use crate::{Frozen, MemFile};
 /// memory starts zeroed.
 ///
 /// ```
-/// use memfile::WritableRegion;
+/// use memfile_core::WritableRegion;
 ///
 /// let mut region = WritableRegion::new("frame", 8)?;
 /// region[..4].copy_from_slice(b"head");

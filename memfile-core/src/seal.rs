@@ -89,7 +89,7 @@ impl fmt::Display for Seal {
 /// `!` complements within the known seals: `!Seals::empty() == Seals::all()`.
 ///
 /// ```
-/// use memfile::{Seal, Seals};
+/// use memfile_core::{Seal, Seals};
 /// let s = Seal::Write | Seal::Shrink;
 /// assert!(s.contains(Seal::Write));
 /// assert!(!s.contains(Seal::Write | Seal::Grow));

@@ -31,6 +31,10 @@ impl From<nix::sys::socket::UnixCredentials> for Credentials {
     }
 }
 
+/// A caller-supplied credential check for [`CredentialPolicy::Custom`]: `Ok(())` admits
+/// the peer, `Err(reason)` rejects it.
+pub type CredentialCheck = dyn Fn(&Credentials) -> Result<(), String> + Send + Sync;
+
 /// Which peers a [`Listener`](crate::Listener) accepts, judged by their [`Credentials`].
 ///
 /// The default, [`SameUid`](CredentialPolicy::SameUid), admits only processes running as
@@ -49,7 +53,7 @@ pub enum CredentialPolicy {
     Uids(Vec<u32>),
     /// A caller-supplied check: `Ok(())` admits the peer, `Err(reason)` rejects it and the
     /// reason ends up in [`Error::PeerRejected`](crate::Error::PeerRejected).
-    Custom(Arc<dyn Fn(&Credentials) -> Result<(), String> + Send + Sync>),
+    Custom(Arc<CredentialCheck>),
 }
 
 impl CredentialPolicy {

@@ -11,7 +11,7 @@ pub mod raw;
 mod cred;
 mod listener;
 mod process;
-pub use cred::{CredentialPolicy, Credentials};
+pub use cred::{CredentialCheck, CredentialPolicy, Credentials};
 pub use listener::{Listener, connect_abstract_raw, connect_raw};
 pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 

@@ -134,6 +134,13 @@ impl Listener {
     ///   the path is longer than the 107 bytes a Unix address holds).
     pub fn bind(path: impl AsRef<Path>) -> Result<Listener> {
         let path = path.as_ref();
+        // Bind with the path as given (an absolute one might exceed the 107 bytes a Unix
+        // address holds), but remember it absolute, so that Drop finds the file even if the
+        // current directory changes meanwhile.
+        let remembered = match std::env::current_dir() {
+            Ok(cwd) if path.is_relative() => cwd.join(path),
+            _ => path.to_owned(),
+        };
         let addr = UnixAddr::new(path).map_err(|e| path_err("bind", None, path, e))?;
         let fd = seqpacket_socket(SockFlag::SOCK_NONBLOCK)?;
         let raw = fd.as_raw_fd();
@@ -165,7 +172,7 @@ impl Listener {
         let listener = Listener {
             fd,
             name: Name::Path {
-                path: path.to_owned(),
+                path: remembered,
                 id: (meta.dev(), meta.ino()),
             },
             policy: CredentialPolicy::default(),
@@ -365,6 +372,11 @@ impl Drop for Listener {
 /// outlived its listener. Between the probe and the `unlink` another process could replace
 /// the file; the (device, inode) is compared right before unlinking to keep that window as
 /// small as the filesystem API allows (there is no "unlink if inode is X" syscall).
+///
+/// Known limit: a listener that another process has bound but not yet `listen`ed on also
+/// refuses connections, so two processes binding the same path at the same instant may
+/// both succeed, the first one left without a file. Binding one path from several
+/// processes at once is a configuration error either way.
 fn remove_if_stale(path: &Path) -> Result<()> {
     let in_use = |what: String| {
         path_err(
@@ -425,7 +437,8 @@ fn remove_if_stale(path: &Path) -> Result<()> {
 /// Connects to a [`Listener`] bound to `path`.
 ///
 /// The connection may be refused by the listener's credential policy after the fact: the
-/// first `recv` then reports [`Error::Disconnected`].
+/// first `recv` then reports [`Error::Disconnected`]. While the listener's backlog is full,
+/// this waits (as `connect(2)` does on a blocking Unix socket).
 ///
 /// # Errors
 ///

@@ -5,6 +5,7 @@
 //! once to get it.
 
 use std::io;
+use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
@@ -134,6 +135,8 @@ impl ChildProcess {
 /// by other means (your own `pre_exec` hook, say) are therefore not inherited either: send
 /// them over the socket instead.
 ///
+/// `cmd` may be reused for further `spawn_raw` calls: each child gets its own socket.
+///
 /// # Errors
 ///
 /// [`Error::Io`] when the socket pair cannot be made (`socketpair`), or the child cannot
@@ -169,6 +172,17 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
         };
         // ENOSYS/EINVAL: kernel older than 5.11; every fd is close-on-exec by convention.
         let _ = r;
+        // A Command reused for a second spawn_raw still carries the hook of the first call,
+        // whose fd number may now be closed or reused: act only if `fd` is still our socket.
+        let mut st = mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat writes at most one `struct stat` into `st`, which has room for it.
+        if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+            return Ok(());
+        }
+        // SAFETY: fstat succeeded, so it initialized `st`.
+        if unsafe { st.assume_init_ref() }.st_ino != ino {
+            return Ok(());
+        }
         // SAFETY: F_SETFD on an fd number of this process has no memory effects; `fd` is
         // the socket end, open in the child since the parent closes it only after spawn.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } == -1 {
@@ -176,7 +190,7 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
         }
         Ok(())
     };
-    // SAFETY: the hook only makes async-signal-safe syscalls (close_range, fcntl) and
+    // SAFETY: the hook only makes async-signal-safe syscalls (close_range, fstat, fcntl) and
     // builds an io::Error from errno, which does not allocate.
     unsafe { cmd.pre_exec(hook) };
     let child = cmd.spawn().map_err(|e| Error::io("spawn", None, e))?;

@@ -98,7 +98,20 @@ pub(crate) fn check_seqpacket(fd: BorrowedFd<'_>) -> Result<()> {
         getsockname(raw).map_err(|e| Error::io("getsockname", Some(raw), e))?;
     let family = addr.family();
     if ty == SockType::SeqPacket && family == Some(AddressFamily::Unix) {
-        return Ok(());
+        // A listening socket carries no packets: accept from it instead (`Listener`).
+        let listening = getsockopt(&fd, sockopt::AcceptConn)
+            .map_err(|e| Error::io("getsockopt(SO_ACCEPTCONN)", Some(raw), e))?;
+        if !listening {
+            return Ok(());
+        }
+        return Err(Error::io(
+            "RawSocket::from_fd",
+            Some(raw),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is a listening AF_UNIX SOCK_SEQPACKET socket, not a connection"),
+            ),
+        ));
     }
     let what = match family {
         Some(f) => format!("{f:?}"),
@@ -141,13 +154,13 @@ impl RawSocket {
     ///
     /// This is how a socket that arrived inside a message (or was inherited) becomes usable:
     /// the socket type is checked with `getsockopt(SO_TYPE)`, the family with
-    /// `getsockname`.
+    /// `getsockname`, and a listening socket (`SO_ACCEPTCONN`) is refused.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] naming the fd when it is not a socket (`ENOTSOCK`), or when it is a
-    /// socket of another family or type (`InvalidInput`, the message says which); the fd is
-    /// closed then.
+    /// socket of another family or type, or a listening socket (`InvalidInput`, the message
+    /// says which); the fd is closed then.
     pub fn from_fd(fd: OwnedFd) -> Result<RawSocket> {
         check_seqpacket(fd.as_fd())?;
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
@@ -256,8 +269,8 @@ impl RawSocket {
     ///
     /// - [`Error::Disconnected`] when the peer has closed and every packet has been read;
     /// - [`Error::Truncated`] when the packet was longer than `buf` (`MSG_TRUNC`) or carried
-    ///   more fds than the control buffer holds (`MSG_CTRUNC`); the fds that did arrive
-    ///   have been closed and `fds` is as it was;
+    ///   more fds than the control buffer holds (`MSG_CTRUNC`); the packet is consumed, the
+    ///   fds that did arrive have been closed and `fds` is as it was;
     /// - [`Error::WouldBlock`] with [`RecvMode::NonBlocking`] when no packet is queued;
     /// - [`Error::Timeout`] when a [`RecvMode::Deadline`] passes;
     /// - [`Error::Io`] when `recvmsg` or `poll` fails otherwise.
@@ -428,6 +441,8 @@ enum Step {
 /// alive and unmodified, and the fds in it must not be owned by anything else (each one
 /// becomes an `OwnedFd` and is closed when that is dropped).
 unsafe fn take_fds(hdr: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
+    // msg_controllen is a size_t on glibc but a socklen_t on musl.
+    #[allow(clippy::unnecessary_cast)]
     let end = (hdr.msg_control as usize).saturating_add(hdr.msg_controllen as usize);
     // SAFETY: the caller guarantees `hdr` describes a live control buffer whose length the
     // kernel set; CMSG_FIRSTHDR only reads those two fields.
@@ -455,5 +470,16 @@ unsafe fn take_fds(hdr: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
         }
         // SAFETY: `hdr` and `c` are valid as above; CMSG_NXTHDR checks against msg_controllen.
         c = unsafe { libc::CMSG_NXTHDR(hdr, c) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_buffer_is_what_nix_would_size_for_253_fds() {
+        assert_eq!(CMSG_BUF_LEN, nix::cmsg_space!([RawFd; MAX_FDS_PER_PACKET]).len());
+        assert_eq!(mem::align_of::<CmsgBuf>(), mem::align_of::<libc::cmsghdr>().max(8));
     }
 }

@@ -105,6 +105,23 @@ fn socket_file_is_0600_from_the_start() {
 }
 
 #[test]
+fn relative_path_is_removed_even_after_chdir() {
+    let _g = serial();
+    // The current directory is process-wide; serial() keeps the other tests of this file
+    // (which use absolute paths anyway) from running meanwhile.
+    let dir = TempDir::new("rel");
+    let old = std::env::current_dir().unwrap();
+    std::env::set_current_dir(&dir.0).unwrap();
+    let l = Listener::bind("relative.sock");
+    std::env::set_current_dir(&old).unwrap();
+    let l = l.unwrap();
+    assert_eq!(l.local_path(), Some(dir.path("relative.sock").as_path()));
+    assert!(dir.path("relative.sock").exists());
+    drop(l);
+    assert!(!dir.path("relative.sock").exists());
+}
+
+#[test]
 fn socket_file_is_removed_on_drop_but_not_a_replacement() {
     let _g = serial();
     let dir = TempDir::new("drop");
@@ -251,7 +268,7 @@ fn several_threads_accept_at_once() {
             let l = l.clone();
             std::thread::spawn(move || {
                 let mut got = 0;
-                while let Ok((s, _)) = l.accept_raw_timeout(Duration::from_millis(500)) {
+                while let Ok((s, _)) = l.accept_raw_timeout(Duration::from_secs(2)) {
                     assert_eq!(recv_packet(&s).unwrap(), b"n");
                     got += 1;
                 }
@@ -369,6 +386,7 @@ fn spawn_nobody_child(name: &[u8], expect: &str) -> std::process::Child {
         .args(["--test-threads", "1"])
         .env("H3_LISTENER_CHILD_NAME", std::str::from_utf8(name).unwrap())
         .env("H3_LISTENER_CHILD_EXPECT", expect)
+        .stdout(std::process::Stdio::null()) // libtest's chatter; failures go to stderr
         .spawn()
         .unwrap()
 }

@@ -36,6 +36,16 @@ fn tempfile_in_tmp() -> File {
 }
 
 #[test]
+fn types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<RawSocket>();
+    check::<memfile_ipc::Listener>();
+    check::<memfile_ipc::CredentialPolicy>();
+    fn send<T: Send>() {}
+    send::<memfile_ipc::ChildProcess>();
+}
+
+#[test]
 fn round_trip_bytes_and_fds() {
     let _g = serial();
     let (a, b) = RawSocket::pair().unwrap();
@@ -695,6 +705,14 @@ fn from_fd_accepts_only_unix_seqpacket_sockets() {
     )
     .unwrap();
     assert!(RawSocket::from_fd(udp).is_err());
+    let listening =
+        memfile_ipc::Listener::bind_abstract(util_raw::abstract_name("fromfd")).unwrap();
+    let listening_fd: OwnedFd = nix::unistd::dup(&listening).unwrap();
+    match RawSocket::from_fd(listening_fd) {
+        Err(e @ Error::Io { .. }) => assert!(e.to_string().contains("listening"), "{e}"),
+        other => panic!("a listening socket was accepted: {other:?}"),
+    }
+    drop(listening);
     let file: OwnedFd = tmpfile(b"not a socket").into();
     match RawSocket::from_fd(file) {
         Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOTSOCK)),
