@@ -27,6 +27,8 @@ mod work;
 use std::time::Instant;
 
 use cases::{Alt, Params};
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use machine::{Machine, ShmemThpAdvise};
 use report::Measured;
 use work::Res;
@@ -60,6 +62,10 @@ struct Plan {
     params: Params,
     reps: usize,
     alts: Vec<Alt>,
+    /// Run parent and children on one CPU (they inherit the affinity): a ping-pong across
+    /// CPUs measures the machine's wake-up latency (here 8 µs or 45 µs, depending on where
+    /// the scheduler happens to put the child), not the code.
+    pin: bool,
 }
 
 fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
@@ -73,6 +79,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         params: p(64, m.pick(20_000, 5_000, 200), m.pick(500, 200, 20)),
         reps,
         alts: cases::small::alts(),
+        pin: true,
     });
     let n4k = m.pick(4000, 1000, 50);
     v.push(Plan {
@@ -81,6 +88,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         params: p(cases::frozen4k::SIZE, n4k, n4k),
         reps,
         alts: cases::frozen4k::alts(variants),
+        pin: false,
     });
     let large = [
         (m.pick(MIB, MIB, 64 << 10), m.pick(30, 10, 3), 1, reps),
@@ -93,6 +101,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
             params: p(size, iters, warmup),
             reps,
             alts: cases::large::alts(variants),
+            pin: false,
         });
     }
     let typed = m.pick(16 * MIB, 16 * MIB, MIB);
@@ -101,12 +110,14 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         params: p(typed, m.pick(5, 3, 1), 1),
         reps,
         alts: cases::typed::vec_alts(),
+        pin: false,
     });
     v.push(Plan {
         case: "typed_bytes",
         params: p(typed, m.pick(5, 3, 1), 1),
         reps,
         alts: cases::typed::bytes_alts(),
+        pin: false,
     });
     let shared = m.pick(64 * MIB, 64 * MIB, MIB);
     v.push(Plan {
@@ -114,12 +125,14 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         params: p(shared, m.pick(3, 2, 1), 1),
         reps: big_reps,
         alts: cases::fanout::alts(),
+        pin: false,
     });
     v.push(Plan {
         case: "pipeline_3",
         params: p(shared, m.pick(3, 2, 1), 1),
         reps: big_reps,
         alts: cases::pipeline::alts(),
+        pin: false,
     });
     v
 }
@@ -127,6 +140,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
 /// Runs every alternative of `plan`, interleaved: repetition `r` starts with alternative
 /// `r mod n` and goes round.
 fn run_plan(plan: &Plan) -> Res<Vec<Measured>> {
+    let _pinned = if plan.pin { Some(Pinned::to_current_cpu()?) } else { None };
     let n = plan.alts.len();
     let mut out: Vec<Measured> = plan
         .alts
@@ -143,6 +157,30 @@ fn run_plan(plan: &Plan) -> Res<Vec<Measured>> {
         }
     }
     Ok(out)
+}
+
+/// Restricts this process (and the children it starts) to the CPU it runs on; restores the
+/// old affinity when dropped.
+#[derive(Debug)]
+struct Pinned(CpuSet);
+
+impl Pinned {
+    fn to_current_cpu() -> Res<Pinned> {
+        let me = Pid::from_raw(0);
+        let old = sched_getaffinity(me)?;
+        // SAFETY: sched_getcpu has no preconditions; it returns -1 on failure.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0);
+        let mut one = CpuSet::new();
+        one.set(cpu)?;
+        sched_setaffinity(me, &one)?;
+        Ok(Pinned(old))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
+    }
 }
 
 #[derive(Debug, Default)]

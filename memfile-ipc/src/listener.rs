@@ -120,7 +120,8 @@ impl Listener {
     ///
     /// If a socket file is already there and connecting to it is refused (its listener is
     /// gone: a stale file from a process that died), it is removed and the bind retried.
-    /// Anything else at the path is left alone.
+    /// Anything else at the path is left alone. (A live listener sees that probe as one
+    /// connection that closes at once.)
     ///
     /// # Errors
     ///

@@ -290,6 +290,31 @@ fn recv_blocked_while_peer_closes_returns_disconnected() {
 }
 
 #[test]
+fn every_waiting_receiver_sees_the_disconnect() {
+    let _g = serial();
+    let (a, b) = RawSocket::pair().unwrap();
+    let b = Arc::new(b);
+    let waiters: Vec<_> = [
+        RecvMode::Blocking,
+        RecvMode::Blocking,
+        RecvMode::Deadline(Instant::now() + Duration::from_secs(30)),
+    ]
+    .into_iter()
+    .map(|mode| {
+        let b = b.clone();
+        std::thread::spawn(move || b.recv(&mut [0u8; 8], &mut Vec::new(), mode))
+    })
+    .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    drop(a);
+    for w in waiters {
+        assert!(matches!(w.join().unwrap(), Err(Error::Disconnected)));
+    }
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
 fn empty_packet_is_not_eof() {
     let _g = serial();
     let (a, b) = RawSocket::pair().unwrap();
