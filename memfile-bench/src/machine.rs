@@ -27,7 +27,9 @@ pub struct Machine {
 }
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_else(|e| format!("?{e}"))
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|e| format!("?{e}"))
 }
 
 /// The selected word of a THP setting file (`always [never]` → `never`).
@@ -67,14 +69,21 @@ impl Machine {
             .unwrap_or_else(|| "?".to_owned());
         Machine {
             kernel,
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()).to_string(),
+            cpus: std::thread::available_parallelism()
+                .map_or(0, |n| n.get())
+                .to_string(),
             cpu_model,
             mem_total: meminfo("MemTotal"),
             shmem_thp: selected(&read_trim(SHMEM_THP)),
             anon_thp: selected(&read_trim("/sys/kernel/mm/transparent_hugepage/enabled")),
             hugepages_free: meminfo("HugePages_Free"),
             hugepage_size: meminfo("Hugepagesize"),
-            rustc_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+            rustc_profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            }
+            .to_owned(),
         }
     }
 
@@ -95,7 +104,11 @@ impl Machine {
 
     /// One line for the top of the table.
     pub fn line(&self) -> String {
-        let parts: Vec<String> = self.fields().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         parts.join(", ")
     }
 }
@@ -149,8 +162,11 @@ impl ShmemThpAdvise {
         let saved: &'static mut [u8] = Box::leak(old.clone().into_bytes().into_boxed_slice());
         RESTORE_LEN.store(saved.len(), Ordering::SeqCst);
         RESTORE_PTR.store(saved.as_mut_ptr(), Ordering::SeqCst);
-        let action =
-            SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESETHAND, SigSet::empty());
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESETHAND,
+            SigSet::empty(),
+        );
         for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
             // SAFETY: the handler only makes async-signal-safe calls (see restore_raw).
             unsafe { sigaction(sig, &action) }?;

@@ -20,6 +20,7 @@
 
 mod cases;
 mod machine;
+mod micro;
 mod proc;
 mod report;
 mod work;
@@ -27,9 +28,9 @@ mod work;
 use std::time::Instant;
 
 use cases::{Alt, Params};
+use machine::{Machine, ShmemThpAdvise};
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
-use machine::{Machine, ShmemThpAdvise};
 use report::Measured;
 use work::Res;
 
@@ -73,7 +74,11 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
     let reps = m.pick(7, 5, 2);
     let big_reps = m.pick(5, 3, 2);
     let mut v = Vec::new();
-    let p = |size, iters, warmup| Params { size, iters, warmup };
+    let p = |size, iters, warmup| Params {
+        size,
+        iters,
+        warmup,
+    };
     v.push(Plan {
         case: "small_rtt",
         params: p(64, m.pick(20_000, 5_000, 200), m.pick(500, 200, 20)),
@@ -93,7 +98,12 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
     let large = [
         (m.pick(MIB, MIB, 64 << 10), m.pick(30, 10, 3), 1, reps),
         (m.pick(16 * MIB, 16 * MIB, MIB), m.pick(6, 3, 2), 1, reps),
-        (m.pick(256 * MIB, 256 * MIB, 4 * MIB), m.pick(2, 1, 1), m.pick(1, 0, 1), big_reps),
+        (
+            m.pick(256 * MIB, 256 * MIB, 4 * MIB),
+            m.pick(2, 1, 1),
+            m.pick(1, 0, 1),
+            big_reps,
+        ),
     ];
     for (size, iters, warmup, reps) in large {
         v.push(Plan {
@@ -124,14 +134,14 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         case: "fanout_4",
         params: p(shared, m.pick(3, 2, 1), 1),
         reps: big_reps,
-        alts: cases::fanout::alts(),
+        alts: cases::fanout::alts(variants),
         pin: false,
     });
     v.push(Plan {
         case: "pipeline_3",
         params: p(shared, m.pick(3, 2, 1), 1),
         reps: big_reps,
-        alts: cases::pipeline::alts(),
+        alts: cases::pipeline::alts(variants),
         pin: false,
     });
     v
@@ -140,12 +150,21 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
 /// Runs every alternative of `plan`, interleaved: repetition `r` starts with alternative
 /// `r mod n` and goes round.
 fn run_plan(plan: &Plan) -> Res<Vec<Measured>> {
-    let _pinned = if plan.pin { Some(Pinned::to_current_cpu()?) } else { None };
+    let _pinned = if plan.pin {
+        Some(Pinned::to_current_cpu()?)
+    } else {
+        None
+    };
     let n = plan.alts.len();
     let mut out: Vec<Measured> = plan
         .alts
         .iter()
-        .map(|a| Measured { case: plan.case, size: plan.params.size, alt: a.name, secs: vec![] })
+        .map(|a| Measured {
+            case: plan.case,
+            size: plan.params.size,
+            alt: a.name,
+            secs: vec![],
+        })
         .collect();
     for rep in 0..plan.reps {
         for k in 0..n {
@@ -247,7 +266,11 @@ fn run(args: &[String]) -> Res<()> {
         Mode::Full
     };
     // Restores the setting when dropped at the end of this function (or on unwinding).
-    let _thp = if o.thp_advise { Some(ShmemThpAdvise::set()?) } else { None };
+    let _thp = if o.thp_advise {
+        Some(ShmemThpAdvise::set()?)
+    } else {
+        None
+    };
     let machine = Machine::probe();
     let command = format!("memfile-bench {}", args.join(" "));
     println!("machine: {}", machine.line());
@@ -277,10 +300,16 @@ fn run(args: &[String]) -> Res<()> {
         eprintln!("wrote {path}");
     }
     if let Some(path) = &o.svg {
-        let title = format!("large_e2e: producer fills, consumer reads (shmem THP: {})", {
-            let f = machine.fields();
-            f.iter().find(|(k, _)| *k == "shmem_thp").map_or("?", |(_, v)| *v).to_owned()
-        });
+        let title = format!(
+            "large_e2e: producer fills, consumer reads (shmem THP: {})",
+            {
+                let f = machine.fields();
+                f.iter()
+                    .find(|(k, _)| *k == "shmem_thp")
+                    .map_or("?", |(_, v)| *v)
+                    .to_owned()
+            }
+        );
         std::fs::write(path, report::svg(&all, "large_e2e", &title))?;
         eprintln!("wrote {path}");
     }
@@ -289,7 +318,15 @@ fn run(args: &[String]) -> Res<()> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = if args.first().map(String::as_str) == Some("__child") {
+    let result = if args.first().map(String::as_str) == Some("__micro") {
+        micro::run().and_then(|()| micro::codec())
+    } else if args.first().map(String::as_str) == Some("__micro_seal") {
+        let thp = args.get(1).map(String::as_str) == Some("--shmem-thp-advise");
+        match thp.then(ShmemThpAdvise::set).transpose() {
+            Ok(_guard) => micro::seal_ebusy(),
+            Err(e) => Err(e),
+        }
+    } else if args.first().map(String::as_str) == Some("__child") {
         proc::ChildArgs::parse(&args[1..]).and_then(|a| cases::run_child(&a))
     } else {
         run(&args)

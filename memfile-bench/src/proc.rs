@@ -137,7 +137,10 @@ pub fn inherited_fd(index: usize) -> Res<OwnedFd> {
     // open (checked above), and each index is taken once by the role code.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // Keep it from leaking into anything this child might start.
-    nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
     Ok(owned)
 }
 

@@ -64,7 +64,8 @@ fn fmt_size(b: usize) -> String {
 }
 
 fn ours_of<'a>(all: &'a [Measured], m: &Measured) -> Option<&'a Measured> {
-    all.iter().find(|o| o.case == m.case && o.size == m.size && o.alt == "ours")
+    all.iter()
+        .find(|o| o.case == m.case && o.size == m.size && o.alt == "ours")
 }
 
 /// The table of medians (min–max), throughput and ratios (`baseline / ours`: above 1 means
@@ -120,12 +121,19 @@ fn json_str(s: &str) -> String {
 }
 
 fn json_num(x: f64) -> String {
-    if x.is_finite() { format!("{x:e}") } else { "null".to_owned() }
+    if x.is_finite() {
+        format!("{x:e}")
+    } else {
+        "null".to_owned()
+    }
 }
 
 fn json_entries(all: &[Measured], variants: bool) -> Vec<String> {
     let mut rows = Vec::new();
-    for m in all.iter().filter(|m| m.alt != "ours" && m.is_variant() == variants) {
+    for m in all
+        .iter()
+        .filter(|m| m.alt != "ours" && m.is_variant() == variants)
+    {
         let Some(o) = ours_of(all, m) else { continue };
         let (ours, base) = (o.median(), m.median());
         rows.push(format!(
@@ -151,10 +159,17 @@ fn json_entries(all: &[Measured], variants: bool) -> Vec<String> {
 /// The JSON document: `{"machine": {...}, "cases": [...], "variants": [...]}`.
 pub fn json(machine: &Machine, command: &str, all: &[Measured]) -> String {
     let mut out = String::from("{\n  \"machine\": {");
-    let fields: Vec<String> =
-        machine.fields().iter().map(|(k, v)| format!("{}: {}", json_str(k), json_str(v))).collect();
+    let fields: Vec<String> = machine
+        .fields()
+        .iter()
+        .map(|(k, v)| format!("{}: {}", json_str(k), json_str(v)))
+        .collect();
     out.push_str(&fields.join(", "));
-    let _ = write!(out, "}},\n  \"command\": {},\n  \"cases\": [\n    ", json_str(command));
+    let _ = write!(
+        out,
+        "}},\n  \"command\": {},\n  \"cases\": [\n    ",
+        json_str(command)
+    );
     out.push_str(&json_entries(all, false).join(",\n    "));
     out.push_str("\n  ],\n  \"variants\": [\n    ");
     out.push_str(&json_entries(all, true).join(",\n    "));
@@ -175,14 +190,18 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     let gbs = |m: &Measured| m.size as f64 / m.median() / 1e9;
     let max_y = rows.iter().map(|m| gbs(m)).fold(1.0, f64::max) * 1.1;
     let xs: Vec<f64> = rows.iter().map(|m| (m.size as f64).log2()).collect();
-    let (min_x, max_x) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-        (a.min(x), b.max(x))
-    });
+    let (min_x, max_x) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let span_x = if max_x > min_x { max_x - min_x } else { 1.0 };
     let (w, h, left, right, top, bottom) = (720.0, 420.0, 70.0, 190.0, 40.0, 50.0);
     let px = |size: usize| left + ((size as f64).log2() - min_x) / span_x * (w - left - right);
     let py = |y: f64| top + (1.0 - y / max_y) * (h - top - bottom);
-    let colors = ["#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48"];
+    let colors = [
+        "#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48",
+    ];
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -242,11 +261,16 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     );
     for (i, alt) in alts.iter().enumerate() {
         let color = colors[i % colors.len()];
-        let mut pts: Vec<(usize, f64)> =
-            rows.iter().filter(|m| m.alt == *alt).map(|m| (m.size, gbs(m))).collect();
+        let mut pts: Vec<(usize, f64)> = rows
+            .iter()
+            .filter(|m| m.alt == *alt)
+            .map(|m| (m.size, gbs(m)))
+            .collect();
         pts.sort_by_key(|p| p.0);
-        let path: Vec<String> =
-            pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
         let _ = writeln!(
             s,
             "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",

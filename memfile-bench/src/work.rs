@@ -40,7 +40,8 @@ pub fn checksum(buf: &[u8]) -> u64 {
 pub fn expected(len: usize, seed: u8) -> u64 {
     let word = u64::from_le_bytes([seed; 8]);
     let words = (len / 8) as u64;
-    word.wrapping_mul(words).wrapping_add(u64::from(seed) * (len % 8) as u64)
+    word.wrapping_mul(words)
+        .wrapping_add(u64::from(seed) * (len % 8) as u64)
 }
 
 /// Fails with a clear message when a consumer saw other bytes than the producer wrote.

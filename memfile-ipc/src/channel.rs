@@ -5,9 +5,9 @@ use std::cell::Cell;
 use std::fmt;
 use std::io::IoSlice;
 use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
+use crate::fd::{self, DecodeScope, EncodeScope};
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
-use crate::fd::{self, DecodeScope, EncodeScope};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
 use crate::wire::{HEADER_LEN, Header};
 use crate::{Credentials, Error, Limits, Result};
@@ -64,7 +64,10 @@ fn inline_limit(socket: &RawSocket, limits: &Limits) -> usize {
 /// ```
 pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
     let (a, b) = RawSocket::pair()?;
-    Ok((Sender::from_raw(Arc::new(a)), Receiver::from_raw(Arc::new(b))))
+    Ok((
+        Sender::from_raw(Arc::new(a)),
+        Receiver::from_raw(Arc::new(b)),
+    ))
 }
 
 /// The sending half of a typed channel: encodes messages of type `T` and sends each as one
@@ -87,7 +90,12 @@ impl<T> Sender<T> {
     pub fn from_raw(socket: Arc<RawSocket>) -> Sender<T> {
         let limits = Limits::default();
         let inline_limit = inline_limit(&socket, &limits);
-        Sender { socket, limits, inline_limit, _message: PhantomData }
+        Sender {
+            socket,
+            limits,
+            inline_limit,
+            _message: PhantomData,
+        }
     }
 
     /// Replaces the limits this sender checks its messages against (the maximum message
@@ -109,12 +117,21 @@ impl<T> Sender<T> {
         &self.limits
     }
 
+    /// Encoded messages up to this many bytes travel inside the packet; larger ones are
+    /// spilled into a sealed memfd. [`Limits::inline_limit`] if set, else derived from the
+    /// socket's send buffer.
+    pub fn inline_limit(&self) -> usize {
+        self.inline_limit
+    }
+
     /// The socket underneath.
     pub fn raw(&self) -> &Arc<RawSocket> {
         &self.socket
     }
 
-    /// The process at the other end (`SO_PEERCRED`).
+    /// The process at the other end (`SO_PEERCRED`). For a [`channel`] or [`spawn`]
+    /// socketpair this is the process that created the pair; for [`connect`] and
+    /// `Listener::accept` it is the peer that connected or listened.
     ///
     /// # Errors
     ///
@@ -182,12 +199,18 @@ impl<T: Serialize> Sender<T> {
         let raw_fds: Vec<RawFd> = scope.finish();
         let max_fds = self.limits.get_max_fds();
         if raw_fds.len() > max_fds {
-            return Err(Error::TooManyFds { count: raw_fds.len(), max: max_fds });
+            return Err(Error::TooManyFds {
+                count: raw_fds.len(),
+                max: max_fds,
+            });
         }
         let payload_len = buffer.len() - HEADER_LEN;
         let spilled = payload_len > self.inline_limit;
         if spilled && raw_fds.len() + 1 > MAX_FDS_PER_PACKET {
-            return Err(Error::TooManyFds { count: raw_fds.len() + 1, max: MAX_FDS_PER_PACKET });
+            return Err(Error::TooManyFds {
+                count: raw_fds.len() + 1,
+                max: MAX_FDS_PER_PACKET,
+            });
         }
         let spill = if spilled {
             let frozen = Frozen::from_bytes("memfile-ipc message", &buffer[HEADER_LEN..])
@@ -206,11 +229,23 @@ impl<T: Serialize> Sender<T> {
         if let Some(frozen) = &spill {
             fds.push(frozen.as_fd());
         }
-        let header = Header { spilled, fd_count: fds.len() as u32, payload_len: payload_len as u64 };
+        let header = Header {
+            spilled,
+            fd_count: fds.len() as u32,
+            payload_len: payload_len as u64,
+        };
         buffer[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        let packet = if spilled { &buffer[..HEADER_LEN] } else { &buffer[..] };
+        let packet = if spilled {
+            &buffer[..HEADER_LEN]
+        } else {
+            &buffer[..]
+        };
         let iov = [IoSlice::new(packet)];
-        if nonblocking { self.socket.try_send(&iov, &fds) } else { self.socket.send(&iov, &fds) }
+        if nonblocking {
+            self.socket.try_send(&iov, &fds)
+        } else {
+            self.socket.send(&iov, &fds)
+        }
     }
 }
 
@@ -277,7 +312,12 @@ impl<T> Receiver<T> {
     pub fn from_raw(socket: Arc<RawSocket>) -> Receiver<T> {
         let limits = Limits::default();
         let recv_capacity = Self::capacity(&socket, &limits);
-        Receiver { socket, limits, recv_capacity, _message: PhantomData }
+        Receiver {
+            socket,
+            limits,
+            recv_capacity,
+            _message: PhantomData,
+        }
     }
 
     fn capacity(socket: &RawSocket, limits: &Limits) -> usize {
@@ -317,7 +357,7 @@ impl<T> Receiver<T> {
         &self.socket
     }
 
-    /// The process at the other end (`SO_PEERCRED`).
+    /// The process at the other end (`SO_PEERCRED`); see [`Sender::peer_credentials`].
     ///
     /// # Errors
     ///
@@ -404,11 +444,17 @@ impl<T: DeserializeOwned> Receiver<T> {
         let field_fds = fds.len() - usize::from(header.spilled);
         let max_fds = self.limits.get_max_fds();
         if field_fds > max_fds {
-            return Err(Error::TooManyFds { count: field_fds, max: max_fds });
+            return Err(Error::TooManyFds {
+                count: field_fds,
+                max: max_fds,
+            });
         }
         let max = self.limits.get_max_message_bytes();
         if header.payload_len > max {
-            return Err(Error::MessageTooLarge { size: header.payload_len, max });
+            return Err(Error::MessageTooLarge {
+                size: header.payload_len,
+                max,
+            });
         }
         let budget = self.limits.get_max_mapped_bytes();
         if header.spilled {
@@ -483,7 +529,9 @@ impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
 
 impl<T> fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iter").field("receiver", self.receiver).finish()
+        f.debug_struct("Iter")
+            .field("receiver", self.receiver)
+            .finish()
     }
 }
 
@@ -501,7 +549,9 @@ impl<T: DeserializeOwned> Iterator for IntoIter<T> {
 
 impl<T> fmt::Debug for IntoIter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntoIter").field("receiver", &self.receiver).finish()
+        f.debug_struct("IntoIter")
+            .field("receiver", &self.receiver)
+            .finish()
     }
 }
 

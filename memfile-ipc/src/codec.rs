@@ -2,15 +2,22 @@
 //! codec touches nothing else.
 //!
 //! bincode 2 through its serde layer, `config::standard()` (little endian, variable-length
-//! integers). Decoding always runs with a byte limit no smaller than the payload and at most
-//! four times it, so a length prefix that claims more than the message holds fails instead of
-//! allocating without bound.
+//! integers). Decoding always runs with a byte limit (bincode counts the in-memory size of
+//! what it decodes), between 16 and 64 times the payload, and reads strings and byte buffers
+//! through their borrowed form, so a length prefix that claims more than the message holds
+//! fails before anything is allocated for it.
 
 use bincode::config;
 use bincode::enc::write::Writer;
 use bincode::error::{DecodeError, EncodeError};
+use std::fmt;
+use std::marker::PhantomData;
+
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
+};
 
 use crate::fd::{DecodeScope, EncodeScope};
 use crate::{Error, Result};
@@ -29,7 +36,9 @@ impl Writer for CappedWriter<'_> {
         let would_be = (self.out.len() - self.start) as u64 + bytes.len() as u64;
         if would_be > self.max {
             self.overflow = Some(would_be);
-            return Err(EncodeError::Other("message exceeds the maximum message size"));
+            return Err(EncodeError::Other(
+                "message exceeds the maximum message size",
+            ));
         }
         self.out.extend_from_slice(bytes);
         Ok(())
@@ -48,7 +57,12 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     scope: &EncodeScope,
 ) -> Result<()> {
     let start = out.len();
-    let mut writer = CappedWriter { out, start, max, overflow: None };
+    let mut writer = CappedWriter {
+        out,
+        start,
+        max,
+        overflow: None,
+    };
     let result = bincode::serde::encode_into_writer(msg, &mut writer, config::standard());
     let overflow = writer.overflow;
     match result {
@@ -60,7 +74,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             } else if let Some(size) = overflow {
                 Err(Error::MessageTooLarge { size, max })
             } else {
-                Err(Error::Codec { encoding: true, detail: e.to_string() })
+                Err(Error::Codec {
+                    encoding: true,
+                    detail: e.to_string(),
+                })
             }
         }
     }
@@ -70,7 +87,7 @@ fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(
     bytes: &[u8],
 ) -> Result<(T, usize), DecodeError> {
     let config = config::standard().with_limit::<LIMIT>();
-    bincode::serde::decode_from_slice(bytes, config)
+    bincode::serde::seed_decode_from_slice(Borrowing(PhantomData::<T>), bytes, config)
 }
 
 /// Decodes one `T` that must fill `bytes` exactly.
@@ -109,5 +126,232 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], scope: &DecodeScope) -> 
                 e => e.to_string(),
             },
         })),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding strings and byte buffers without trusting their length prefix.
+//
+// bincode's owned `String` / `Vec<u8>` decoding allocates the claimed length before reading
+// (`vec![0; len]`), so a peer could make us allocate far more than it sent (bounded only by
+// the limit above). Its borrowed `&str` / `&[u8]` decoding instead checks the bytes are
+// there first. `Borrowing` wraps the deserializer at every level so that
+// `deserialize_string` / `deserialize_byte_buf` become their borrowed forms; the value is
+// then copied out of the payload, exactly as many bytes as it really has.
+
+/// Deserializes a `T` through [`De`].
+struct Borrowing<T>(PhantomData<T>);
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Borrowing<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        T::deserialize(De(deserializer))
+    }
+}
+
+/// A deserializer whose owned string/bytes requests are served from borrowed data.
+struct De<D>(D);
+
+/// A visitor whose nested deserializers are wrapped in [`De`] too.
+struct Wrap<V>(V);
+
+/// Like [`Wrap`], for a `deserialize_string`/`deserialize_byte_buf` that was turned into its
+/// borrowed form: hands the visitor an owned copy, as the owned form would have.
+struct Owned<V>(V);
+
+/// A seed whose deserializer is wrapped in [`De`].
+struct Seed<S>(S);
+
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            self.0.$method($($arg,)* Wrap(visitor))
+        })*
+    };
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for De<D> {
+    type Error = D::Error;
+
+    forward! {
+        deserialize_any(); deserialize_bool(); deserialize_i8(); deserialize_i16();
+        deserialize_i32(); deserialize_i64(); deserialize_i128(); deserialize_u8();
+        deserialize_u16(); deserialize_u32(); deserialize_u64(); deserialize_u128();
+        deserialize_f32(); deserialize_f64(); deserialize_char(); deserialize_str();
+        deserialize_bytes(); deserialize_option(); deserialize_unit();
+        deserialize_unit_struct(name: &'static str);
+        deserialize_newtype_struct(name: &'static str);
+        deserialize_seq(); deserialize_tuple(len: usize);
+        deserialize_tuple_struct(name: &'static str, len: usize);
+        deserialize_map();
+        deserialize_struct(name: &'static str, fields: &'static [&'static str]);
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]);
+        deserialize_identifier(); deserialize_ignored_any();
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_str(Owned(visitor))
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_bytes(Owned(visitor))
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+    type Value = S::Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<S::Value, D::Error> {
+        self.0.deserialize(De(deserializer))
+    }
+}
+
+macro_rules! visit {
+    ($($method:ident($ty:ty);)*) => {
+        $(fn $method<E: de::Error>(self, v: $ty) -> Result<Self::Value, E> {
+            self.0.$method(v)
+        })*
+    };
+}
+
+/// The visitor methods both wrappers pass through unchanged.
+macro_rules! visit_common {
+    () => {
+        type Value = V::Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.expecting(f)
+        }
+
+        visit! {
+            visit_bool(bool); visit_i8(i8); visit_i16(i16); visit_i32(i32); visit_i64(i64);
+            visit_i128(i128); visit_u8(u8); visit_u16(u16); visit_u32(u32); visit_u64(u64);
+            visit_u128(u128); visit_f32(f32); visit_f64(f64); visit_char(char);
+            visit_string(String); visit_byte_buf(Vec<u8>);
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.0.visit_none()
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.0.visit_unit()
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            self.0.visit_some(De(d))
+        }
+
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            self.0.visit_newtype_struct(De(d))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_seq(Wrap(seq))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_map(Wrap(map))
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_enum(Wrap(data))
+        }
+    };
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+    visit_common!();
+
+    visit! {
+        visit_str(&str); visit_borrowed_str(&'de str);
+        visit_bytes(&[u8]); visit_borrowed_bytes(&'de [u8]);
+    }
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Owned<V> {
+    visit_common!();
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.visit_string(v.to_owned())
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        self.0.visit_byte_buf(v.to_vec())
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.0.next_element_seed(Seed(seed))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.0.next_key_seed(Seed(seed))
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.0.next_value_seed(Seed(seed))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
+    type Error = A::Error;
+    type Variant = Wrap<A::Variant>;
+
+    fn variant_seed<T: DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<(T::Value, Wrap<A::Variant>), A::Error> {
+        self.0
+            .variant_seed(Seed(seed))
+            .map(|(value, variant)| (value, Wrap(variant)))
+    }
+}
+
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.0.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        self.0.newtype_variant_seed(Seed(seed))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        self.0.tuple_variant(len, Wrap(visitor))
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.0.struct_variant(fields, Wrap(visitor))
     }
 }

@@ -132,20 +132,36 @@ impl Error {
     pub(crate) fn bad_buffer(index: usize, error: memfile_core::FrozenError) -> Error {
         let detail = error.to_string();
         let (_closed, kind) = error.into_parts();
-        Error::BadBuffer { index, kind, detail }
+        Error::BadBuffer {
+            index,
+            kind,
+            detail,
+        }
     }
 
     /// An `Io` error from a `nix` errno.
     pub(crate) fn io(op: &'static str, fd: Option<RawFd>, source: impl Into<io::Error>) -> Error {
-        Error::Io { op, fd, source: source.into() }
+        Error::Io {
+            op,
+            fd,
+            source: source.into(),
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io { op, fd: Some(fd), source } => write!(f, "{op} on fd {fd} failed: {source}"),
-            Error::Io { op, fd: None, source } => write!(f, "{op} failed: {source}"),
+            Error::Io {
+                op,
+                fd: Some(fd),
+                source,
+            } => write!(f, "{op} on fd {fd} failed: {source}"),
+            Error::Io {
+                op,
+                fd: None,
+                source,
+            } => write!(f, "{op} failed: {source}"),
             Error::Disconnected => f.write_str("the peer closed the connection"),
             Error::Timeout => f.write_str("timed out"),
             Error::WouldBlock => f.write_str("the operation would block"),
@@ -158,20 +174,46 @@ impl fmt::Display for Error {
                     _ => "fds lost",
                 }
             ),
-            Error::TooManyFds { count, max } => write!(f, "{count} fds in one packet, at most {max} allowed"),
-            Error::PeerRejected { pid, uid, gid, reason } => {
+            Error::TooManyFds { count, max } => {
+                write!(f, "{count} fds in one packet, at most {max} allowed")
+            }
+            Error::PeerRejected {
+                pid,
+                uid,
+                gid,
+                reason,
+            } => {
                 write!(f, "peer pid {pid} uid {uid} gid {gid} rejected: {reason}")
             }
             Error::MessageTooLarge { size, max } => {
-                write!(f, "message of {size} bytes exceeds the limit of {max} bytes")
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {max} bytes"
+                )
             }
-            Error::Codec { encoding: true, detail } => write!(f, "cannot encode message: {detail}"),
-            Error::Codec { encoding: false, detail } => write!(f, "cannot decode message: {detail}"),
+            Error::Codec {
+                encoding: true,
+                detail,
+            } => write!(f, "cannot encode message: {detail}"),
+            Error::Codec {
+                encoding: false,
+                detail,
+            } => write!(f, "cannot decode message: {detail}"),
             Error::BadBuffer { index, detail, .. } => {
-                write!(f, "fd #{index} of the message is not an acceptable sealed buffer: {detail}")
+                write!(
+                    f,
+                    "fd #{index} of the message is not an acceptable sealed buffer: {detail}"
+                )
             }
-            Error::BadFdKind { index, expected, detail } => {
-                write!(f, "fd #{index} of the message should be {expected}, but {detail}")
+            Error::BadFdKind {
+                index,
+                expected,
+                detail,
+            } => {
+                write!(
+                    f,
+                    "fd #{index} of the message should be {expected}, but {detail}"
+                )
             }
             Error::FdIndexOutOfRange { index, count } => write!(
                 f,
@@ -212,5 +254,59 @@ impl From<Error> for io::Error {
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_what_and_where() {
+        let cases = [
+            (
+                Error::MessageTooLarge { size: 10, max: 5 },
+                &["10", "5"][..],
+            ),
+            (
+                Error::VersionMismatch { ours: 1, theirs: 7 },
+                &["version 7", "version 1"],
+            ),
+            (
+                Error::FdIndexOutOfRange { index: 4, count: 2 },
+                &["fd #4", "2 fds"],
+            ),
+            (
+                Error::FdIndexReused { index: 3 },
+                &["fd #3", "more than once"],
+            ),
+            (
+                Error::BadFdKind {
+                    index: 2,
+                    expected: "a memfd",
+                    detail: "fd 9 is a pipe".into(),
+                },
+                &["fd #2", "a memfd", "fd 9 is a pipe"],
+            ),
+            (
+                Error::Codec {
+                    encoding: false,
+                    detail: "eof".into(),
+                },
+                &["decode", "eof"],
+            ),
+            (
+                Error::Protocol {
+                    detail: "bad magic".into(),
+                },
+                &["protocol", "bad magic"],
+            ),
+        ];
+        for (error, needles) in cases {
+            let text = error.to_string();
+            for needle in needles {
+                assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+            }
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! - the wrapper [`Fd<T>`], which derefs to `T`:
 //!   `struct Msg { frame: Fd<Frozen>, log: Option<Fd<OwnedFd>> }`;
 //! - a bare field with `#[serde(with = "memfile_ipc::fd")]`:
-//!   `struct Msg { #[serde(with = "memfile_ipc::fd")] frame: Frozen }`.
+//!   `struct Msg { #[serde(with = "memfile_ipc::fd")] frame: Frozen }`
+//!   (through the facade crate: `#[serde(with = "memfile::ipc::fd")]`). For an optional or
+//!   repeated fd use `Option<Fd<T>>`, `Vec<Fd<T>>`.
 //!
 //! `T` is any [`FdKind`]: [`Frozen`] (verified sealed and mapped before the message
 //! exists), [`MemFile`], [`OwnedFd`] (anything at all) and [`RawSocket`]. [`Sender`] and
@@ -86,8 +88,14 @@ pub(crate) struct EncodeScope {
 
 impl EncodeScope {
     pub(crate) fn begin() -> EncodeScope {
-        let table = EncodeTable { fds: Vec::new(), error: None };
-        EncodeScope { previous: ENCODE.with(|t| t.borrow_mut().replace(table)), active: true }
+        let table = EncodeTable {
+            fds: Vec::new(),
+            error: None,
+        };
+        EncodeScope {
+            previous: ENCODE.with(|t| t.borrow_mut().replace(table)),
+            active: true,
+        }
     }
 
     /// The typed error a field raised (if any), taken out of the table.
@@ -108,7 +116,11 @@ impl EncodeScope {
         let previous = self.previous.take();
         // `try_with`: this may run during thread teardown.
         ENCODE
-            .try_with(|t| t.try_borrow_mut().ok().and_then(|mut t| std::mem::replace(&mut *t, previous)))
+            .try_with(|t| {
+                t.try_borrow_mut()
+                    .ok()
+                    .and_then(|mut t| std::mem::replace(&mut *t, previous))
+            })
             .ok()
             .flatten()
     }
@@ -140,7 +152,10 @@ impl DecodeScope {
             mapped_budget,
             error: None,
         };
-        DecodeScope { previous: DECODE.with(|t| t.borrow_mut().replace(table)), active: true }
+        DecodeScope {
+            previous: DECODE.with(|t| t.borrow_mut().replace(table)),
+            active: true,
+        }
     }
 
     /// The typed error a field raised (if any), taken out of the table.
@@ -155,9 +170,11 @@ impl DecodeScope {
         self.active = false;
         let previous = self.previous.take();
         // Dropping the table closes every fd nobody claimed.
-        let _table = DECODE.try_with(|t| t.try_borrow_mut().ok().map(|mut t| {
-            std::mem::replace(&mut *t, previous)
-        }));
+        let _table = DECODE.try_with(|t| {
+            t.try_borrow_mut()
+                .ok()
+                .map(|mut t| std::mem::replace(&mut *t, previous))
+        });
     }
 }
 
@@ -174,13 +191,19 @@ impl fmt::Debug for DecodeScope {
 }
 
 /// Records `fd` in the active encode table and serializes its index.
-pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_fd<S: Serializer>(
+    fd: BorrowedFd<'_>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let index = ENCODE.with(|t| -> Result<u32> {
         let mut t = t.borrow_mut();
         let table = t.as_mut().ok_or(Error::FdOutsideChannel)?;
         let index = table.fds.len();
         if index >= crate::raw::MAX_FDS_PER_PACKET {
-            let e = Error::TooManyFds { count: index + 1, max: crate::raw::MAX_FDS_PER_PACKET };
+            let e = Error::TooManyFds {
+                count: index + 1,
+                max: crate::raw::MAX_FDS_PER_PACKET,
+            };
             return Err(e);
         }
         table.fds.push(fd.as_raw_fd());
@@ -239,8 +262,13 @@ fn take(index: u32) -> Result<(OwnedFd, u64)> {
         let slot = table
             .fds
             .get_mut(index as usize)
-            .ok_or(Error::FdIndexOutOfRange { index: index.into(), count })?;
-        let fd = slot.take().ok_or(Error::FdIndexReused { index: index.into() })?;
+            .ok_or(Error::FdIndexOutOfRange {
+                index: index.into(),
+                count,
+            })?;
+        let fd = slot.take().ok_or(Error::FdIndexReused {
+            index: index.into(),
+        })?;
         Ok((fd, table.mapped_budget))
     })
 }

@@ -2,6 +2,51 @@
 //!
 //! Typed channels over Unix `SOCK_SEQPACKET` sockets that carry sealed memfds
 //! ([`memfile_core::Frozen`]) and other fds inside serde messages.
+//!
+//! - [`channel`] makes a connected [`Sender`]/[`Receiver`] pair; [`spawn`] starts a child
+//!   process connected to this one ([`from_parent`] in the child); [`Listener`] and
+//!   [`connect`] connect unrelated processes by a path or abstract name.
+//! - A message is any `serde` type. Its big parts go as fds, not bytes: a field of type
+//!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile_ipc::fd")]`) travels
+//!   as a sealed memfd that the receiver maps read-only, verified immutable before the
+//!   message exists. `MemFile`, `OwnedFd`, and [`Sender`]/[`Receiver`] (reply channels)
+//!   travel the same way.
+//! - A message whose encoding does not fit into one packet is written to a sealed memfd and
+//!   sent as an fd ("spilled"); there is no size ceiling but [`Limits`].
+//! - Nothing a peer sends makes this crate panic, hang, leak an fd or allocate without
+//!   bound: every bad packet is one [`Error`] variant, naming the fd and what was wrong, and
+//!   the channel stays usable.
+//!
+//! The wire format is specified byte by byte in `docs/protocol.md`.
+//!
+//! ```
+//! use memfile_core::Frozen;
+//! use memfile_ipc::{channel, Fd, Sender};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Frame {
+//!     number: u64,
+//!     pixels: Fd<Frozen>,
+//!     done: Sender<u64>,
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (tx, rx) = channel::<Frame>()?;
+//! let (done_tx, done_rx) = channel::<u64>()?;
+//!
+//! // Producer: fill a buffer once, freeze it, send it (the bytes are not copied).
+//! let pixels = Frozen::build("frame", 1 << 20, |buf| buf.fill(0x80))?;
+//! tx.send(&Frame { number: 1, pixels: pixels.into(), done: done_tx })?;
+//!
+//! // Consumer (normally another process): a read-only view of the same memory.
+//! let frame = rx.recv()?;
+//! assert!(frame.pixels.iter().all(|&b| b == 0x80));
+//! frame.done.send(&frame.number)?;
+//! assert_eq!(done_rx.recv()?, 1);
+//! # Ok(())
+//! # }
+//! ```
 
 mod error;
 pub use error::{Error, Result};

@@ -66,7 +66,10 @@ impl Header {
         }
         let version = u16::from_le_bytes([packet[4], packet[5]]);
         if version != VERSION {
-            return Err(Error::VersionMismatch { ours: VERSION, theirs: version });
+            return Err(Error::VersionMismatch {
+                ours: VERSION,
+                theirs: version,
+            });
         }
         let flags = u16::from_le_bytes([packet[6], packet[7]]);
         if flags & !KNOWN_FLAGS != 0 {
@@ -102,7 +105,11 @@ impl Header {
                 "header announces a {payload_len}-byte payload but {after_header} bytes arrived"
             ));
         }
-        Ok(Header { spilled, fd_count, payload_len })
+        Ok(Header {
+            spilled,
+            fd_count,
+            payload_len,
+        })
     }
 }
 
@@ -112,11 +119,19 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let h = Header { spilled: true, fd_count: 3, payload_len: 1 << 40 };
+        let h = Header {
+            spilled: true,
+            fd_count: 3,
+            payload_len: 1 << 40,
+        };
         let b = h.to_bytes();
         assert_eq!(&b[0..4], b"MFIP");
         assert_eq!(Header::parse(&b, 3).unwrap(), h);
-        let h = Header { spilled: false, fd_count: 0, payload_len: 5 };
+        let h = Header {
+            spilled: false,
+            fd_count: 0,
+            payload_len: 5,
+        };
         let mut p = h.to_bytes().to_vec();
         p.extend_from_slice(b"hello");
         assert_eq!(Header::parse(&p, 0).unwrap(), h);
@@ -124,7 +139,12 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let good = Header { spilled: false, fd_count: 1, payload_len: 0 }.to_bytes();
+        let good = Header {
+            spilled: false,
+            fd_count: 1,
+            payload_len: 0,
+        }
+        .to_bytes();
         let bad = |f: &dyn Fn(&mut [u8; HEADER_LEN]), fds: usize| {
             let mut b = good;
             f(&mut b);
@@ -139,9 +159,17 @@ mod tests {
         assert!(matches!(bad(&|b| b[6] = 2, 1), Error::Protocol { .. }));
         assert!(matches!(bad(&|b| b[13] = 1, 1), Error::Protocol { .. }));
         assert!(matches!(bad(&|b| b[16] = 1, 1), Error::Protocol { .. }));
-        assert!(matches!(Header::parse(&good[..10], 1), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            Header::parse(&good[..10], 1),
+            Err(Error::Protocol { .. })
+        ));
         // Spilled without an fd.
-        let s = Header { spilled: true, fd_count: 0, payload_len: 1 }.to_bytes();
+        let s = Header {
+            spilled: true,
+            fd_count: 0,
+            payload_len: 1,
+        }
+        .to_bytes();
         assert!(matches!(Header::parse(&s, 0), Err(Error::Protocol { .. })));
     }
 }

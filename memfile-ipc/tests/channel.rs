@@ -30,7 +30,11 @@ fn plain() -> Plain {
         id: u64::MAX - 3,
         name: "ünïcode ✓".into(),
         tags: [("a".to_string(), -1), ("b".to_string(), i64::MIN)].into(),
-        shapes: vec![Shape::Circle { r: 1.5 }, Shape::Poly(vec![(1, -2), (3, 4)]), Shape::Nothing],
+        shapes: vec![
+            Shape::Circle { r: 1.5 },
+            Shape::Poly(vec![(1, -2), (3, 4)]),
+            Shape::Nothing,
+        ],
         maybe: Some(Box::new(Plain {
             id: 0,
             name: String::new(),
@@ -68,8 +72,16 @@ fn frozen_fields_and_reply_channel() {
     let others = (0..5u8)
         .map(|i| Fd::new(Frozen::from_bytes("other", &vec![i; 10_000]).unwrap()))
         .collect();
-    let file = Some(Fd::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap())));
-    tx.send(&WithFds { first, others, file, reply: reply_tx }).unwrap();
+    let file = Some(Fd::new(OwnedFd::from(
+        std::fs::File::open("/dev/null").unwrap(),
+    )));
+    tx.send(&WithFds {
+        first,
+        others,
+        file,
+        reply: reply_tx,
+    })
+    .unwrap();
     let got = rx.recv().unwrap();
     assert_eq!(&got.first[..], b"hello");
     assert_eq!(got.others.len(), 5);
@@ -100,14 +112,22 @@ fn spilled_message() {
 #[test]
 fn message_too_large_on_both_sides() {
     let (tx, rx) = channel::<Vec<u8>>().unwrap();
-    let small = tx.clone().with_limits(Limits::default().max_message_bytes(100));
+    let small = tx
+        .clone()
+        .with_limits(Limits::default().max_message_bytes(100));
     let r = small.send(&vec![0; 1000]);
-    assert!(matches!(r, Err(Error::MessageTooLarge { max: 100, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::MessageTooLarge { max: 100, .. })),
+        "{r:?}"
+    );
     let rx = rx.with_limits(Limits::default().max_message_bytes(100));
     tx.send(&vec![0; 1000]).unwrap();
     tx.send(&vec![1; 10]).unwrap();
     let r = rx.recv();
-    assert!(matches!(r, Err(Error::MessageTooLarge { max: 100, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::MessageTooLarge { max: 100, .. })),
+        "{r:?}"
+    );
     assert_eq!(rx.recv().unwrap(), vec![1; 10]);
 }
 
@@ -117,10 +137,16 @@ fn fd_and_mapped_limits() {
     let f = || Fd::new(Frozen::from_bytes("x", &[1; 100]).unwrap());
     let limited = tx.clone().with_limits(Limits::default().max_fds(2));
     let r = limited.send(&vec![f(), f(), f()]);
-    assert!(matches!(r, Err(Error::TooManyFds { count: 3, max: 2 })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::TooManyFds { count: 3, max: 2 })),
+        "{r:?}"
+    );
     let rx = rx.with_limits(Limits::default().max_fds(2).max_mapped_bytes(150));
     tx.send(&vec![f(), f(), f()]).unwrap();
-    assert!(matches!(rx.recv(), Err(Error::TooManyFds { count: 3, max: 2 })));
+    assert!(matches!(
+        rx.recv(),
+        Err(Error::TooManyFds { count: 3, max: 2 })
+    ));
     tx.send(&vec![f(), f()]).unwrap();
     let r = rx.recv();
     assert!(matches!(r, Err(Error::BadBuffer { index: 1, .. })), "{r:?}");
@@ -132,7 +158,10 @@ fn fd_and_mapped_limits() {
 fn timeout_and_iteration() {
     let (tx, rx) = channel::<u32>().unwrap();
     let start = Instant::now();
-    assert!(matches!(rx.recv_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     assert!(start.elapsed() >= Duration::from_millis(50));
     let t = thread::spawn(move || {
         for i in 0..10 {
@@ -156,7 +185,11 @@ fn many_threads_send_at_once() {
             thread::spawn(move || {
                 for i in 0..EACH {
                     // Mixed sizes: some inline, some spilled.
-                    let len = if i % 50 == 0 { 300_000 } else { (i as usize * 37) % 2000 };
+                    let len = if i % 50 == 0 {
+                        300_000
+                    } else {
+                        (i as usize * 37) % 2000
+                    };
                     tx.send(&(t, i, vec![t as u8; len])).unwrap();
                 }
             })
@@ -207,4 +240,84 @@ fn sender_is_send_sync_clone() {
     check::<Sender<Vec<Fd<Frozen>>>>();
     fn check_rx<T: Send>() {}
     check_rx::<Receiver<Fd<OwnedFd>>>();
+}
+
+#[test]
+fn try_send_would_block_when_full() {
+    let (tx, rx) = channel::<Vec<u8>>().unwrap();
+    let mut sent = 0;
+    loop {
+        match tx.try_send(&vec![7; 1000]) {
+            Ok(()) => sent += 1,
+            Err(Error::WouldBlock) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1_000_000, "never blocked");
+    }
+    assert!(sent > 0);
+    for _ in 0..sent {
+        assert_eq!(rx.recv().unwrap(), vec![7; 1000]);
+    }
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
+    tx.try_send(&vec![1]).unwrap();
+}
+
+#[test]
+fn fd_fields_outside_a_channel_fail() {
+    let f = Fd::new(Frozen::from_bytes("x", b"x").unwrap());
+    let r = bincode::serde::encode_to_vec(&f, bincode::config::standard());
+    assert!(r.is_err());
+    let r: Result<(Fd<Frozen>, usize), _> =
+        bincode::serde::decode_from_slice(&[0], bincode::config::standard());
+    assert!(r.is_err());
+}
+
+/// A message whose `Serialize` panics after an fd field was recorded.
+struct Bomb(Fd<Frozen>);
+
+impl Serialize for Bomb {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        panic!("boom");
+    }
+}
+
+/// Sends another message from inside `Serialize` (a nested encode on the same thread).
+struct Nested(Fd<Frozen>, Sender<Fd<Frozen>>, Fd<Frozen>);
+
+impl Serialize for Nested {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        self.1.send(&self.2).map_err(serde::ser::Error::custom)?;
+        t.serialize_element(&self.2)?;
+        t.end()
+    }
+}
+
+#[test]
+fn encode_tables_survive_panics_and_nesting() {
+    let frozen = |b: &[u8]| Fd::new(Frozen::from_bytes("x", b).unwrap());
+    let (tx, _rx) = channel::<Bomb>().unwrap();
+    let bomb = Bomb(frozen(b"bomb"));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.send(&bomb)));
+    assert!(r.is_err());
+    // The next message on this thread starts with a clean table: its fd is index 0.
+    let (tx, rx) = channel::<(Fd<Frozen>, Fd<Frozen>)>().unwrap();
+    tx.send(&(frozen(b"a"), frozen(b"b"))).unwrap();
+    let (a, b) = rx.recv().unwrap();
+    assert_eq!((&a[..], &b[..]), (&b"a"[..], &b"b"[..]));
+    // Nested: the inner send has its own table, the outer one continues where it was.
+    let (inner_tx, inner_rx) = channel::<Fd<Frozen>>().unwrap();
+    let (outer_tx, outer_rx) = channel::<(Fd<Frozen>, Fd<Frozen>)>().unwrap();
+    let nested = Nested(frozen(b"outer"), inner_tx, frozen(b"inner"));
+    // `Nested` serializes like the tuple type the receiver expects.
+    let nested_tx: Sender<Nested> = Sender::from_raw(outer_tx.raw().clone());
+    nested_tx.send(&nested).unwrap();
+    assert_eq!(&inner_rx.recv().unwrap()[..], b"inner");
+    let (a, b) = outer_rx.recv().unwrap();
+    assert_eq!((&a[..], &b[..]), (&b"outer"[..], &b"inner"[..]));
 }

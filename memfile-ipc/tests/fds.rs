@@ -8,10 +8,10 @@ use std::io::{IoSlice, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use memfile_core::Frozen;
 use memfile_core::{FrozenErrorKind, MemFile, Seal};
 use memfile_ipc::raw::RawSocket;
 use memfile_ipc::{Error, Fd, Receiver, Sender};
-use memfile_core::Frozen;
 use serde::{Deserialize, Serialize};
 
 static FD_LOCK: Mutex<()> = Mutex::new(());
@@ -195,7 +195,10 @@ fn unsealed_and_wrong_kinds_where_a_frozen_is_expected() {
     let not_sealed = |k: &FrozenErrorKind| matches!(k, FrozenErrorKind::NotSealed { .. });
     let not_memfd = |k: &FrozenErrorKind| !matches!(k, FrozenErrorKind::NotSealed { .. });
     bad_frozen(memfd_with(b"data", &[]).as_fd(), not_sealed);
-    bad_frozen(memfd_with(b"data", &[Seal::FutureWrite, Seal::Shrink]).as_fd(), not_sealed);
+    bad_frozen(
+        memfd_with(b"data", &[Seal::FutureWrite, Seal::Shrink]).as_fd(),
+        not_sealed,
+    );
     bad_frozen(memfd_with(b"data", &[Seal::Write]).as_fd(), not_sealed);
     let (r, w) = nix::unistd::pipe().unwrap();
     bad_frozen(r.as_fd(), not_memfd);
@@ -212,7 +215,11 @@ fn unsealed_and_wrong_kinds_where_a_frozen_is_expected() {
     // The error message names the seals.
     let (raw, rx) = pair::<Two>();
     let m = memfd_with(b"data", &[Seal::Shrink]);
-    send(&raw, &inline_packet(&[0, 1], 2), &[sealed(b"ok").as_fd(), m.as_fd()]);
+    send(
+        &raw,
+        &inline_packet(&[0, 1], 2),
+        &[sealed(b"ok").as_fd(), m.as_fd()],
+    );
     let msg = rx.recv().unwrap_err().to_string();
     assert!(msg.contains("fd #1"), "{msg}");
 }
@@ -263,12 +270,23 @@ fn bad_spilled_payloads() {
     // A good spilled payload whose fields refer to the fds before it.
     let (raw, rx) = pair::<Two>();
     let (x, y, payload) = (sealed(b"x"), sealed(b"y"), sealed(&[1, 0]));
-    send(&raw, &header(1, 1, 3, 0, 2), &[x.as_fd(), y.as_fd(), payload.as_fd()]);
+    send(
+        &raw,
+        &header(1, 1, 3, 0, 2),
+        &[x.as_fd(), y.as_fd(), payload.as_fd()],
+    );
     let two = rx.recv().unwrap();
     assert_eq!((&two.a[..], &two.b[..]), (&b"y"[..], &b"x"[..]));
     // A field may not claim the spill memfd itself.
-    send(&raw, &header(1, 1, 2, 0, 2), &[x.as_fd(), sealed(&[0, 1]).as_fd()]);
-    assert!(matches!(rx.recv(), Err(Error::FdIndexOutOfRange { index: 1, count: 1 })));
+    send(
+        &raw,
+        &header(1, 1, 2, 0, 2),
+        &[x.as_fd(), sealed(&[0, 1]).as_fd()],
+    );
+    assert!(matches!(
+        rx.recv(),
+        Err(Error::FdIndexOutOfRange { index: 1, count: 1 })
+    ));
 }
 
 #[test]
@@ -277,7 +295,15 @@ fn bad_payload_bytes() {
     // Not a `Two` (index is not a valid varint).
     expect_error(
         |raw| send(raw, &inline_packet(&[0xff; 3], 0), &[]),
-        |e| matches!(e, Error::Codec { encoding: false, .. }),
+        |e| {
+            matches!(
+                e,
+                Error::Codec {
+                    encoding: false,
+                    ..
+                }
+            )
+        },
     );
     // Trailing bytes.
     expect_error(
@@ -285,14 +311,28 @@ fn bad_payload_bytes() {
             let (x, y) = (sealed(b"x"), sealed(b"y"));
             send(raw, &inline_packet(&[0, 1, 7], 2), &[x.as_fd(), y.as_fd()]);
         },
-        |e| matches!(e, Error::Codec { encoding: false, .. }),
+        |e| {
+            matches!(
+                e,
+                Error::Codec {
+                    encoding: false,
+                    ..
+                }
+            )
+        },
     );
     // A string that claims 2^60 bytes: refused without allocating them.
     let (raw, rx) = pair::<String>();
     let mut payload = vec![0xfd]; // varint marker: u64 follows
     payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
     send(&raw, &inline_packet(&payload, 0), &[]);
-    assert!(matches!(rx.recv(), Err(Error::Codec { encoding: false, .. })));
+    assert!(matches!(
+        rx.recv(),
+        Err(Error::Codec {
+            encoding: false,
+            ..
+        })
+    ));
 }
 
 #[derive(Debug, Serialize, Deserialize)]

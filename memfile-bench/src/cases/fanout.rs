@@ -3,7 +3,9 @@
 use memfile_core::Frozen;
 use memfile_ipc::Fd;
 
-use crate::cases::large::socket_copy_to;
+use memmap2::Advice;
+
+use crate::cases::large::{build_tuned, socket_copy_to};
 use crate::cases::{Alt, Params, drive};
 use crate::proc::{finish_all, ours_spawn};
 use crate::work::{Res, fill};
@@ -12,12 +14,41 @@ use crate::work::{Res, fill};
 pub const FAN: usize = 4;
 
 /// The alternatives, ours first.
-pub fn alts() -> Vec<Alt> {
-    vec![Alt { name: "ours", run: ours }, Alt { name: "socket_copy", run: socket_copy }]
+pub fn alts(variants: bool) -> Vec<Alt> {
+    let mut v = vec![
+        Alt {
+            name: "ours",
+            run: ours,
+        },
+        Alt {
+            name: "socket_copy",
+            run: socket_copy,
+        },
+    ];
+    if variants {
+        v.push(Alt {
+            name: "variant:madv_hugepage",
+            run: ours_hugepage,
+        });
+    }
+    v
 }
 
 /// One `Frozen` built per operation and sent to every consumer (each gets the same pages).
 fn ours(p: &Params) -> Res<f64> {
+    let size = p.size;
+    ours_with(p, |s| {
+        Ok(Frozen::build("bench-fanout", size, |b| fill(b, s))?)
+    })
+}
+
+/// As `ours`, with `MADV_HUGEPAGE` on the filling mapping.
+fn ours_hugepage(p: &Params) -> Res<f64> {
+    let size = p.size;
+    ours_with(p, |s| build_tuned(size, s, Some(Advice::HugePage), false))
+}
+
+fn ours_with(p: &Params, mut make: impl FnMut(u8) -> Res<Frozen>) -> Res<f64> {
     let mut children = Vec::new();
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
@@ -27,13 +58,12 @@ fn ours(p: &Params) -> Res<f64> {
         txs.push(tx);
         rxs.push(rx);
     }
-    let size = p.size;
     let secs = drive(
         p,
         1,
         FAN as u64,
         |s| {
-            let f = Fd::new(Frozen::build("bench-fanout", size, |b| fill(b, s))?);
+            let f = Fd::new(make(s)?);
             for tx in &txs {
                 tx.send(&f)?;
             }

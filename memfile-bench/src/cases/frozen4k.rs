@@ -28,12 +28,24 @@ pub const SIZE: usize = 4096;
 /// The alternatives, ours first.
 pub fn alts(variants: bool) -> Vec<Alt> {
     let mut v = vec![
-        Alt { name: "ours", run: ours },
-        Alt { name: "raw_syscalls", run: raw },
-        Alt { name: "ipc_channel_shmem", run: ipc_shmem },
+        Alt {
+            name: "ours",
+            run: ours,
+        },
+        Alt {
+            name: "raw_syscalls",
+            run: raw,
+        },
+        Alt {
+            name: "ipc_channel_shmem",
+            run: ipc_shmem,
+        },
     ];
     if variants {
-        v.push(Alt { name: "variant:from_bytes", run: ours_from_bytes });
+        v.push(Alt {
+            name: "variant:from_bytes",
+            run: ours_from_bytes,
+        });
     }
     v
 }
@@ -99,13 +111,23 @@ fn ipc_shmem(p: &Params) -> Res<f64> {
 /// The same syscalls as ours, hand-written: memfd_create, ftruncate, mmap, fill, munmap,
 /// F_ADD_SEALS, sendmsg(SCM_RIGHTS), close.
 fn raw_send(sock: RawFd, seed: u8) -> Res<()> {
-    let fd = memfd_create(c"bench-4k", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let fd = memfd_create(
+        c"bench-4k",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
     ftruncate(&fd, SIZE as i64)?;
     let len = NonZeroUsize::new(SIZE).ok_or("zero size")?;
     // SAFETY: a fresh memfd of SIZE bytes that only this function knows; mapped shared
     // read-write, unmapped below before anything else can see the file.
     let ptr = unsafe {
-        mmap(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0)
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            &fd,
+            0,
+        )
     }?;
     {
         // SAFETY: `ptr` is a live SIZE-byte mapping, exclusively ours until the munmap.
@@ -132,8 +154,12 @@ fn raw_send(sock: RawFd, seed: u8) -> Res<()> {
 }
 
 fn raw(p: &Params) -> Res<f64> {
-    let (a, b) =
-        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
     let child = spawn_with_fds(self_command("f4k.raw", SIZE, p.iters, "")?, &[&b])?;
     drop(b);
     let sock = a.as_raw_fd();
@@ -144,8 +170,13 @@ fn raw(p: &Params) -> Res<f64> {
         |s| raw_send(sock, s),
         || {
             let mut buf = [0u8; 8];
-            let n = recvmsg::<()>(sock, &mut [IoSliceMut::new(&mut buf)], None, MsgFlags::empty())?
-                .bytes;
+            let n = recvmsg::<()>(
+                sock,
+                &mut [IoSliceMut::new(&mut buf)],
+                None,
+                MsgFlags::empty(),
+            )?
+            .bytes;
             if n != 8 {
                 return Err("raw_syscalls: short ack".into());
             }
@@ -158,7 +189,7 @@ fn raw(p: &Params) -> Res<f64> {
 }
 
 /// Receives one memfd (recvmsg with MSG_CMSG_CLOEXEC); `None` at end of stream.
-fn raw_recv(sock: RawFd, cmsg: &mut Vec<u8>) -> Res<Option<OwnedFd>> {
+fn raw_recv(sock: RawFd, cmsg: &mut [u8]) -> Res<Option<OwnedFd>> {
     let mut hdr = [0u8; 8];
     let mut iov = [IoSliceMut::new(&mut hdr)];
     let msg = recvmsg::<()>(sock, &mut iov, Some(cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
@@ -175,10 +206,14 @@ fn raw_recv(sock: RawFd, cmsg: &mut Vec<u8>) -> Res<Option<OwnedFd>> {
     if msg.bytes == 0 {
         return Ok(None);
     }
-    if msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
         return Err("raw_syscalls: truncated packet".into());
     }
-    got.map(Some).ok_or_else(|| "raw_syscalls: packet without an fd".into())
+    got.map(Some)
+        .ok_or_else(|| "raw_syscalls: packet without an fd".into())
 }
 
 /// Verify (fstat, F_GET_SEALS), map read-only private, read, unmap, close.
@@ -188,10 +223,21 @@ fn raw_consume_one(fd: OwnedFd) -> Res<u64> {
     if !seals.contains(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK) {
         return Err(format!("raw_syscalls: fd not sealed: {seals:?}").into());
     }
-    let Some(len) = NonZeroUsize::new(size) else { return Ok(0) };
+    let Some(len) = NonZeroUsize::new(size) else {
+        return Ok(0);
+    };
     // SAFETY: the file is sealed against writes and shrinking (checked above), so the
     // private read-only mapping cannot change or lose pages while we read it.
-    let ptr = unsafe { mmap(None, len, ProtFlags::PROT_READ, MapFlags::MAP_PRIVATE, &fd, 0) }?;
+    let ptr = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_PRIVATE,
+            &fd,
+            0,
+        )
+    }?;
     // SAFETY: a live read-only mapping of `size` bytes, unmapped only after this use.
     let sum = checksum(unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), size) });
     // SAFETY: the mapping made above; the slice is no longer used.

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
 use ipc_channel::ipc::IpcSharedMemory;
-use memfile_core::{Frozen, MemFile};
+use memfile_core::{Frozen, MemFile, Seal};
 use memfile_ipc::Fd;
 use memmap2::{Advice, MmapOptions};
 
@@ -17,17 +17,41 @@ use crate::work::{Res, check, checksum, expected, fill, read_u64, warm_buffer};
 /// The alternatives, ours first.
 pub fn alts(variants: bool) -> Vec<Alt> {
     let mut v = vec![
-        Alt { name: "ours", run: ours },
-        Alt { name: "in_process", run: in_process },
-        Alt { name: "socket_copy", run: socket_copy },
-        Alt { name: "ipc_channel_shmem", run: ipc_shmem },
+        Alt {
+            name: "ours",
+            run: ours,
+        },
+        Alt {
+            name: "in_process",
+            run: in_process,
+        },
+        Alt {
+            name: "socket_copy",
+            run: socket_copy,
+        },
+        Alt {
+            name: "ipc_channel_shmem",
+            run: ipc_shmem,
+        },
     ];
     if variants {
         v.extend([
-            Alt { name: "variant:from_bytes", run: ours_from_bytes },
-            Alt { name: "variant:madv_hugepage", run: ours_hugepage },
-            Alt { name: "variant:populate_write", run: ours_populate },
-            Alt { name: "variant:fallocate", run: ours_fallocate },
+            Alt {
+                name: "variant:from_bytes",
+                run: ours_from_bytes,
+            },
+            Alt {
+                name: "variant:madv_hugepage",
+                run: ours_hugepage,
+            },
+            Alt {
+                name: "variant:populate_write",
+                run: ours_populate,
+            },
+            Alt {
+                name: "variant:fallocate",
+                run: ours_fallocate,
+            },
         ]);
     }
     v
@@ -82,12 +106,25 @@ pub fn build_tuned(size: usize, s: u8, advice: Option<Advice>, allocate: bool) -
     }
     fill(&mut map, s);
     drop(map);
+    // `MemFile::freeze` does not retry; `Frozen::build` retries EBUSY a few times, and so
+    // must we to compare like with like (seen once under shmem THP, with no mapping left).
+    for attempt in 0..8 {
+        match file.add_seals(Seal::Write | Seal::Shrink | Seal::Grow | Seal::Seal) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                eprintln!("note: F_ADD_SEALS got EBUSY after munmap (attempt {attempt})");
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
+            }
+            _ => break,
+        }
+    }
     Ok(file.freeze()?)
 }
 
 fn ours_tuned(p: &Params, advice: Option<Advice>, allocate: bool) -> Res<f64> {
     let size = p.size;
-    ours_with(p, |s| build_tuned(size, s, advice, allocate).map_err(std::io::Error::other))
+    ours_with(p, |s| {
+        build_tuned(size, s, advice, allocate).map_err(std::io::Error::other)
+    })
 }
 
 fn ours_hugepage(p: &Params) -> Res<f64> {
@@ -108,7 +145,11 @@ fn in_process(p: &Params) -> Res<f64> {
     let mut op = |i: usize| -> Res<()> {
         let s = seed(i);
         fill(&mut buf, s);
-        check("in_process", std::hint::black_box(checksum(&buf)), expected(p.size, s))
+        check(
+            "in_process",
+            std::hint::black_box(checksum(&buf)),
+            expected(p.size, s),
+        )
     };
     for i in 0..p.warmup {
         op(i)?;
@@ -127,7 +168,10 @@ pub fn stream_consumers(size: usize, n: usize) -> Res<(Vec<crate::proc::Reaper>,
     for _ in 0..n {
         let (a, b) = UnixStream::pair()?;
         let b = std::os::fd::OwnedFd::from(b);
-        children.push(spawn_with_fds(self_command("stream.consume", size, 1, "")?, &[&b])?);
+        children.push(spawn_with_fds(
+            self_command("stream.consume", size, 1, "")?,
+            &[&b],
+        )?);
         socks.push(a);
     }
     Ok((children, socks))
@@ -141,8 +185,10 @@ pub fn stream_send(socks: &mut [UnixStream], buf: &[u8]) -> Res<()> {
         return Ok(());
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            socks.iter_mut().map(|s| scope.spawn(move || s.write_all(buf))).collect();
+        let handles: Vec<_> = socks
+            .iter_mut()
+            .map(|s| scope.spawn(move || s.write_all(buf)))
+            .collect();
         for h in handles {
             h.join().map_err(|_| "writer thread panicked")??;
         }
@@ -163,7 +209,10 @@ pub fn stream_acks(socks: &mut [UnixStream]) -> Res<u64> {
 pub fn socket_copy_to(p: &Params, n: usize) -> Res<f64> {
     let (children, mut socks) = stream_consumers(p.size, n)?;
     let mut buf = warm_buffer(p.size);
-    let mut acks = socks.iter().map(UnixStream::try_clone).collect::<Result<Vec<_>, _>>()?;
+    let mut acks = socks
+        .iter()
+        .map(UnixStream::try_clone)
+        .collect::<Result<Vec<_>, _>>()?;
     let secs = drive(
         p,
         1,

@@ -9,6 +9,9 @@ use memfile_core::Frozen;
 use memfile_ipc::{Fd, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
+use memmap2::Advice;
+
+use crate::cases::large::build_tuned;
 use crate::cases::{Alt, Params, drive};
 use crate::proc::{ChildArgs, finish_all, inherited_fd, ours_spawn, self_command, spawn_with_fds};
 use crate::work::{Res, checksum, fill, read_buf, read_u64, warm_buffer, write_u64};
@@ -17,8 +20,24 @@ use crate::work::{Res, checksum, fill, read_buf, read_u64, warm_buffer, write_u6
 pub const STAGES: usize = 3;
 
 /// The alternatives, ours first.
-pub fn alts() -> Vec<Alt> {
-    vec![Alt { name: "ours", run: ours }, Alt { name: "socket_copy", run: socket_copy }]
+pub fn alts(variants: bool) -> Vec<Alt> {
+    let mut v = vec![
+        Alt {
+            name: "ours",
+            run: ours,
+        },
+        Alt {
+            name: "socket_copy",
+            run: socket_copy,
+        },
+    ];
+    if variants {
+        v.push(Alt {
+            name: "variant:madv_hugepage",
+            run: ours_hugepage,
+        });
+    }
+    v
 }
 
 /// Child roles of this case.
@@ -34,11 +53,27 @@ pub fn child(a: &ChildArgs) -> Option<Res<()>> {
 /// travel inside the message), then, to the first stage, the buffers.
 #[derive(Debug, Serialize, Deserialize)]
 enum Stage {
-    Link { prev: Option<Receiver<Fd<Frozen>>>, next: Option<Sender<Fd<Frozen>>> },
+    Link {
+        prev: Option<Receiver<Fd<Frozen>>>,
+        next: Option<Sender<Fd<Frozen>>>,
+    },
     Buf(Fd<Frozen>),
 }
 
 fn ours(p: &Params) -> Res<f64> {
+    let size = p.size;
+    ours_with(p, |s| {
+        Ok(Frozen::build("bench-pipeline", size, |b| fill(b, s))?)
+    })
+}
+
+/// As `ours`, with `MADV_HUGEPAGE` on the filling mapping.
+fn ours_hugepage(p: &Params) -> Res<f64> {
+    let size = p.size;
+    ours_with(p, |s| build_tuned(size, s, Some(Advice::HugePage), false))
+}
+
+fn ours_with(p: &Params, mut make: impl FnMut(u8) -> Res<Frozen>) -> Res<f64> {
     let mut children = Vec::new();
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
@@ -56,17 +91,19 @@ fn ours(p: &Params) -> Res<f64> {
         } else {
             (None, None)
         };
-        tx.send(&Stage::Link { prev: prev.take(), next })?;
+        tx.send(&Stage::Link {
+            prev: prev.take(),
+            next,
+        })?;
         prev = next_rx;
     }
-    let size = p.size;
     let mut ready = false;
     let secs = drive(
         p,
         1,
         1,
         |s| {
-            let f = Frozen::build("bench-pipeline", size, |b| fill(b, s))?;
+            let f = make(s)?;
             txs[0].send(&Stage::Buf(Fd::new(f)))?;
             Ok(())
         },

@@ -8,8 +8,8 @@ use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recvmsg, sen
 use serde_bytes::ByteArray;
 
 use crate::cases::{Alt, Params};
-use crate::proc::{ChildArgs, inherited_fd, ipc_child, ipc_spawn, ours_spawn, self_command};
 use crate::proc::spawn_with_fds;
+use crate::proc::{ChildArgs, inherited_fd, ipc_child, ipc_spawn, ours_spawn, self_command};
 use crate::work::Res;
 
 /// The message: 64 bytes as one byte string (what a small control message would be).
@@ -18,9 +18,18 @@ type Small = ByteArray<64>;
 /// The alternatives, ours first.
 pub fn alts() -> Vec<Alt> {
     vec![
-        Alt { name: "ours", run: ours },
-        Alt { name: "raw_seqpacket", run: raw },
-        Alt { name: "ipc_channel", run: ipc },
+        Alt {
+            name: "ours",
+            run: ours,
+        },
+        Alt {
+            name: "raw_seqpacket",
+            run: raw,
+        },
+        Alt {
+            name: "ipc_channel",
+            run: ipc,
+        },
     ]
 }
 
@@ -64,8 +73,12 @@ fn ours_child() -> Res<()> {
 }
 
 fn raw(p: &Params) -> Res<f64> {
-    let (a, b) =
-        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
     let child = spawn_with_fds(self_command("small.raw", 64, 1, "")?, &[&b])?;
     drop(b);
     let fd = a.as_raw_fd();
@@ -73,8 +86,13 @@ fn raw(p: &Params) -> Res<f64> {
     let mut buf = [0u8; 64];
     let mut round_trip = || -> Res<()> {
         sendmsg::<()>(fd, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)?;
-        let n = recvmsg::<()>(fd, &mut [IoSliceMut::new(&mut buf)], None, MsgFlags::empty())?
-            .bytes;
+        let n = recvmsg::<()>(
+            fd,
+            &mut [IoSliceMut::new(&mut buf)],
+            None,
+            MsgFlags::empty(),
+        )?
+        .bytes;
         if n != 64 {
             return Err(format!("raw_seqpacket: got {n} bytes back, expected 64").into());
         }
@@ -98,8 +116,13 @@ fn raw_child() -> Res<()> {
     let fd = s.as_raw_fd();
     let mut buf = [0u8; 64];
     loop {
-        let n = recvmsg::<()>(fd, &mut [IoSliceMut::new(&mut buf)], None, MsgFlags::empty())?
-            .bytes;
+        let n = recvmsg::<()>(
+            fd,
+            &mut [IoSliceMut::new(&mut buf)],
+            None,
+            MsgFlags::empty(),
+        )?
+        .bytes;
         if n == 0 {
             return Ok(());
         }

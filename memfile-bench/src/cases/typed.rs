@@ -57,14 +57,29 @@ impl Msg for BytesMsg {
 
 /// The `typed_vec` alternatives, ours first.
 pub fn vec_alts() -> Vec<Alt> {
-    vec![Alt { name: "ours", run: ours::<VecMsg> }, Alt { name: "ipc_channel", run: ipc::<VecMsg> }]
+    vec![
+        Alt {
+            name: "ours",
+            run: ours::<VecMsg>,
+        },
+        Alt {
+            name: "ipc_channel",
+            run: ipc::<VecMsg>,
+        },
+    ]
 }
 
 /// The `typed_bytes` alternatives, ours first.
 pub fn bytes_alts() -> Vec<Alt> {
     vec![
-        Alt { name: "ours", run: ours::<BytesMsg> },
-        Alt { name: "ipc_channel", run: ipc::<BytesMsg> },
+        Alt {
+            name: "ours",
+            run: ours::<BytesMsg>,
+        },
+        Alt {
+            name: "ipc_channel",
+            run: ipc::<BytesMsg>,
+        },
     ]
 }
 
@@ -73,9 +88,7 @@ pub fn child(a: &ChildArgs) -> Option<Res<()>> {
     Some(match a.role.as_str() {
         "typed.ours.vec" => ours_consume::<VecMsg>(a.ack_every, |m| Ok(checksum(m.data()))),
         "typed.ours.bytes" => ours_consume::<BytesMsg>(a.ack_every, |m| Ok(checksum(m.data()))),
-        "typed.ipc.vec" => {
-            ipc_consume::<VecMsg>(&a.extra, a.ack_every, |m| Ok(checksum(m.data())))
-        }
+        "typed.ipc.vec" => ipc_consume::<VecMsg>(&a.extra, a.ack_every, |m| Ok(checksum(m.data()))),
         "typed.ipc.bytes" => {
             ipc_consume::<BytesMsg>(&a.extra, a.ack_every, |m| Ok(checksum(m.data())))
         }
@@ -84,7 +97,11 @@ pub fn child(a: &ChildArgs) -> Option<Res<()>> {
 }
 
 fn role<M: Msg>(kind: &str) -> String {
-    let which = if std::any::type_name::<M>().ends_with("VecMsg") { "vec" } else { "bytes" };
+    let which = if std::any::type_name::<M>().ends_with("VecMsg") {
+        "vec"
+    } else {
+        "bytes"
+    };
     format!("typed.{kind}.{which}")
 }
 
