@@ -48,7 +48,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         cmd.env(ROLE_ENV, "consumer");
         let (child, tx, rx) = ipc::spawn::<Shared, Report>(&mut cmd)?;
         // `clone` is cheap: another handle to the same mapping; only the fd is sent.
-        tx.send(&Shared { buffer: Fd::new(buffer.clone()) })?;
+        tx.send(&Shared {
+            buffer: Fd::new(buffer.clone()),
+        })?;
         consumers.push((child, rx));
     }
     for (mut child, rx) in consumers {
@@ -57,11 +59,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "consumer pid {}: inode {} (producer's: {inode}), sum {}",
             report.pid, report.inode, report.sum
         );
-        assert_eq!(report.inode, inode, "a consumer got a copy, not the same file");
+        assert_eq!(
+            report.inode, inode,
+            "a consumer got a copy, not the same file"
+        );
         assert_eq!(report.sum, expected);
         assert!(child.wait()?.success());
     }
-    println!("ok: {CONSUMERS} consumers read the same {} MiB buffer", buffer.len() >> 20);
+    println!(
+        "ok: {CONSUMERS} consumers read the same {} MiB buffer",
+        buffer.len() >> 20
+    );
     Ok(())
 }
 
@@ -69,7 +77,11 @@ fn consumer() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, rx) = ipc::from_parent::<Report, Shared>()?;
     let Shared { buffer } = rx.recv()?;
     let inode = inode_of(&buffer)?;
-    tx.send(&Report { pid: std::process::id(), inode, sum: byte_sum(&buffer) })?;
+    tx.send(&Report {
+        pid: std::process::id(),
+        inode,
+        sum: byte_sum(&buffer),
+    })?;
     Ok(())
 }
 

@@ -19,7 +19,11 @@ fn main() -> std::io::Result<()> {
 
     // 2. Freeze: seals Write | Shrink | Grow | Seal, then maps the file read-only.
     let frozen = file.freeze()?;
-    println!("frozen: {} bytes, seals: {}", frozen.len(), other.get_seals()?);
+    println!(
+        "frozen: {} bytes, seals: {}",
+        frozen.len(),
+        other.get_seals()?
+    );
 
     // 3. Every way of changing it fails, through any fd of the file.
     let write = other.write_at(b"J", 0);

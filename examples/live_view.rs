@@ -68,7 +68,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         assert_eq!(seen.generation, generation);
         assert_eq!(seen.text, text);
-        assert!(seen.write_attempt.starts_with("refused"), "the reader could write");
+        assert!(
+            seen.write_attempt.starts_with("refused"),
+            "the reader could write"
+        );
     }
     tx.send(&ToReader::Stop)?;
     assert!(child.wait()?.success());
@@ -87,7 +90,9 @@ fn reader() -> Result<(), Box<dyn std::error::Error>> {
     let view = LiveView::from_fd(fd)?;
 
     while let ToReader::Check(_) = rx.recv()? {
-        let generation = view.load_u64(0, Ordering::Acquire).ok_or("page too small")?;
+        let generation = view
+            .load_u64(0, Ordering::Acquire)
+            .ok_or("page too small")?;
         let mut len = [0u8; 8];
         view.read_at(TEXT_AT, &mut len);
         let mut text = vec![0u8; (u64::from_le_bytes(len) as usize).min(view.len() - 16)];
@@ -96,7 +101,11 @@ fn reader() -> Result<(), Box<dyn std::error::Error>> {
             Ok(_) => "ALLOWED".to_string(),
             Err(e) => format!("refused ({e})"),
         };
-        tx.send(&Seen { generation, text: String::from_utf8(text)?, write_attempt })?;
+        tx.send(&Seen {
+            generation,
+            text: String::from_utf8(text)?,
+            write_attempt,
+        })?;
     }
     Ok(())
 }

@@ -34,8 +34,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if stage == 0 { source() } else { forward(stage) }
 }
 
-fn spawn_stage(stage: u32) -> ipc::Result<(ipc::ChildProcess, ipc::Sender<Packet>, ipc::Receiver<Packet>)> {
-    let exe = std::env::current_exe().map_err(|e| ipc::Error::Io { op: "current_exe", fd: None, source: e })?;
+fn spawn_stage(
+    stage: u32,
+) -> ipc::Result<(
+    ipc::ChildProcess,
+    ipc::Sender<Packet>,
+    ipc::Receiver<Packet>,
+)> {
+    let exe = std::env::current_exe().map_err(|e| ipc::Error::Io {
+        op: "current_exe",
+        fd: None,
+        source: e,
+    })?;
     let mut cmd = Command::new(exe);
     cmd.env(STAGE_ENV, stage.to_string());
     ipc::spawn::<Packet, Packet>(&mut cmd)
@@ -46,13 +56,21 @@ fn source() -> Result<(), Box<dyn std::error::Error>> {
     let sum = byte_sum(&buffer);
     let inode = inode_of(&buffer)?;
     let (mut child, tx, rx) = spawn_stage(1)?;
-    tx.send(&Packet { buffer: Fd::new(buffer), seen: vec![(std::process::id(), inode, sum)] })?;
+    tx.send(&Packet {
+        buffer: Fd::new(buffer),
+        seen: vec![(std::process::id(), inode, sum)],
+    })?;
     let report = rx.recv()?;
     for (i, (pid, ino, s)) in report.seen.iter().enumerate() {
         println!("stage {i} (pid {pid}): inode {ino}, byte sum {s}");
     }
     assert_eq!(report.seen.len(), STAGES as usize + 1);
-    assert!(report.seen.iter().all(|&(_, ino, s)| ino == inode && s == sum));
+    assert!(
+        report
+            .seen
+            .iter()
+            .all(|&(_, ino, s)| ino == inode && s == sum)
+    );
     assert!(child.wait()?.success());
     println!("ok: the same buffer passed through {STAGES} processes, never copied");
     Ok(())
@@ -61,7 +79,11 @@ fn source() -> Result<(), Box<dyn std::error::Error>> {
 fn forward(stage: u32) -> Result<(), Box<dyn std::error::Error>> {
     let (up_tx, up_rx) = ipc::from_parent::<Packet, Packet>()?;
     let mut packet = up_rx.recv()?;
-    packet.seen.push((std::process::id(), inode_of(&packet.buffer)?, byte_sum(&packet.buffer)));
+    packet.seen.push((
+        std::process::id(),
+        inode_of(&packet.buffer)?,
+        byte_sum(&packet.buffer),
+    ));
     if stage == STAGES {
         up_tx.send(&packet)?;
         return Ok(());

@@ -21,7 +21,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 enum Job {
     /// One frame: its number, the checksum of its bytes, and the bytes themselves (an fd).
-    Frame { index: u64, checksum: u64, data: Fd<Frozen> },
+    Frame {
+        index: u64,
+        checksum: u64,
+        data: Fd<Frozen>,
+    },
     /// No more frames.
     Done,
 }
@@ -59,7 +63,10 @@ struct Options {
 }
 
 fn parse_args() -> AnyResult<Options> {
-    let mut opts = Options { frames: 64, size: 4 << 20 };
+    let mut opts = Options {
+        frames: 64,
+        size: 4 << 20,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -103,7 +110,10 @@ fn producer() -> AnyResult<ExitCode> {
                 ok += 1;
             } else {
                 bad += 1;
-                eprintln!("frame {} failed verification (expected frame {i})", ack.index);
+                eprintln!(
+                    "frame {} failed verification (expected frame {i})",
+                    ack.index
+                );
             }
             if (i + 1) % 8 == 0 || i + 1 == frames {
                 let secs = start.elapsed().as_secs_f64();
@@ -124,7 +134,11 @@ fn producer() -> AnyResult<ExitCode> {
             fill(buf, index);
             checksum = checksum64(buf);
         })?;
-        tx.send(&Job::Frame { index, checksum, data: Fd::new(frame) })?;
+        tx.send(&Job::Frame {
+            index,
+            checksum,
+            data: Fd::new(frame),
+        })?;
     }
     tx.send(&Job::Done)?;
 
@@ -137,7 +151,11 @@ fn producer() -> AnyResult<ExitCode> {
         bytes as f64 / (1 << 20) as f64,
         elapsed.as_secs_f64(),
         bytes as f64 / elapsed.as_secs_f64() / 1e9,
-        if bad == 0 { "all matched".to_string() } else { format!("{bad} MISMATCHED") }
+        if bad == 0 {
+            "all matched".to_string()
+        } else {
+            format!("{bad} MISMATCHED")
+        }
     );
     if bad != 0 || ok != opts.frames || !status.success() {
         return Ok(ExitCode::FAILURE);
@@ -149,10 +167,18 @@ fn consumer() -> AnyResult<ExitCode> {
     let (tx, rx) = ipc::from_parent::<Ack, Job>()?;
     for job in rx.iter() {
         match job? {
-            Job::Frame { index, checksum, data } => {
+            Job::Frame {
+                index,
+                checksum,
+                data,
+            } => {
                 // `data` derefs to `&[u8]`: the kernel guarantees these bytes can not change.
                 let ok = checksum64(&data) == checksum;
-                tx.send(&Ack { index, bytes: data.len() as u64, checksum_ok: ok })?;
+                tx.send(&Ack {
+                    index,
+                    bytes: data.len() as u64,
+                    checksum_ok: ok,
+                })?;
             }
             Job::Done => break,
         }
@@ -186,7 +212,9 @@ fn checksum64(data: &[u8]) -> u64 {
             *lane = (*lane ^ w).wrapping_mul(K).rotate_left(29);
         }
     }
-    let mut h = lanes.iter().fold(data.len() as u64, |h, &l| (h ^ l).wrapping_mul(K));
+    let mut h = lanes
+        .iter()
+        .fold(data.len() as u64, |h, &l| (h ^ l).wrapping_mul(K));
     for &b in chunks.remainder() {
         h = (h ^ u64::from(b)).wrapping_mul(K);
     }

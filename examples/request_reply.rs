@@ -42,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let expected: u64 = numbers.iter().sum();
         requests.send(&Some(Request { numbers, reply }))?;
         let answer = answers.recv()?;
-        println!("sum of 1..={}: {} (from server pid {})", n * 10, answer.sum, answer.server_pid);
+        println!(
+            "sum of 1..={}: {} (from server pid {})",
+            n * 10,
+            answer.sum,
+            answer.server_pid
+        );
         assert_eq!(answer.sum, expected);
     }
     requests.send(&None)?;
@@ -55,7 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn server() -> Result<(), Box<dyn std::error::Error>> {
     let (_unused, requests) = ipc::from_parent::<(), Option<Request>>()?;
     while let Some(req) = requests.recv()? {
-        let reply = Reply { sum: req.numbers.iter().sum(), server_pid: std::process::id() };
+        let reply = Reply {
+            sum: req.numbers.iter().sum(),
+            server_pid: std::process::id(),
+        };
         req.reply.send(&reply)?;
     }
     Ok(())

@@ -9,14 +9,21 @@ use std::time::{Duration, Instant};
 
 fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     profile_dir.join("examples").join(name)
 }
 
 /// Runs an example with a time limit and returns its output; panics with its stderr if it fails.
 fn run(name: &str, args: &[&str]) -> String {
     let path = example_path(name);
-    assert!(path.exists(), "{} not built (run through `cargo test`)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built (run through `cargo test`)",
+        path.display()
+    );
     let mut child = Command::new(&path)
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -31,10 +38,17 @@ fn run(name: &str, args: &[&str]) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("output");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("output");
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let stderr = String::from_utf8_lossy(&stderr);
-    assert!(status.success(), "example {name} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "example {name} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     stdout
 }
 
@@ -78,11 +92,17 @@ fn broadcast_shares_one_file() {
 #[test]
 fn pipeline_forwards_without_copying() {
     let out = run("pipeline", &[]);
-    assert!(out.contains("ok: the same buffer passed through 3 processes"), "{out}");
+    assert!(
+        out.contains("ok: the same buffer passed through 3 processes"),
+        "{out}"
+    );
 }
 
 #[test]
 fn live_view_follows_updates_read_only() {
     let out = run("live_view", &[]);
-    assert!(out.contains("ok: the reader followed 3 updates and could not write"), "{out}");
+    assert!(
+        out.contains("ok: the reader followed 3 updates and could not write"),
+        "{out}"
+    );
 }

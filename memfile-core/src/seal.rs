@@ -3,7 +3,9 @@
 //! See [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html), "File Sealing".
 
 use std::fmt;
-use std::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, BitXor, BitXorAssign, Not, Sub, SubAssign};
+use std::ops::{
+    BitAnd, BitAndAssign, BitOr, BitOrAssign, BitXor, BitXorAssign, Not, Sub, SubAssign,
+};
 
 /// `F_SEAL_EXEC` (Linux 6.3+). Not every `libc` release names it, so it is spelled out here.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -129,7 +131,9 @@ impl Seals {
 
     /// A set from raw bits, dropping bits that are not known seals.
     pub fn from_bits_truncate(bits: u32) -> Seals {
-        Seals { bits: bits & Seals::all().bits }
+        Seals {
+            bits: bits & Seals::all().bits,
+        }
     }
 
     /// A set from raw bits, keeping unknown bits (as [`MemFile::get_seals`](crate::MemFile::get_seals) does).
@@ -175,7 +179,9 @@ impl Seals {
 
     /// The known seals in the set, in bit order.
     pub fn iter(self) -> SealsIter {
-        SealsIter { bits: self.bits & Seals::all().bits }
+        SealsIter {
+            bits: self.bits & Seals::all().bits,
+        }
     }
 }
 
@@ -288,7 +294,9 @@ impl Extend<Seals> for Seals {
 impl Not for Seals {
     type Output = Seals;
     fn not(self) -> Seals {
-        Seals { bits: !self.bits & Seals::all().bits }
+        Seals {
+            bits: !self.bits & Seals::all().bits,
+        }
     }
 }
 
@@ -348,7 +356,10 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.to_string(), "Write | 0x1000");
         assert_eq!(Seals::from_bits(0x1000), None);
-        assert_eq!(Seals::from_bits_truncate(s.bits()), Seals::from(Seal::Write));
+        assert_eq!(
+            Seals::from_bits_truncate(s.bits()),
+            Seals::from(Seal::Write)
+        );
     }
 
     #[test]
@@ -361,7 +372,10 @@ mod tests {
         assert!(!ws.intersects(Seal::Grow));
         let collected: Seals = [Seal::Shrink, Seal::Write].into_iter().collect();
         assert_eq!(collected, ws);
-        assert_eq!(ws.iter().collect::<Vec<_>>(), vec![Seal::Shrink, Seal::Write]);
+        assert_eq!(
+            ws.iter().collect::<Vec<_>>(),
+            vec![Seal::Shrink, Seal::Write]
+        );
         assert_eq!(format!("{:?}", Seals::empty()), "Seals((none))");
     }
 }

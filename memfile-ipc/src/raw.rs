@@ -479,7 +479,13 @@ mod tests {
 
     #[test]
     fn control_buffer_is_what_nix_would_size_for_253_fds() {
-        assert_eq!(CMSG_BUF_LEN, nix::cmsg_space!([RawFd; MAX_FDS_PER_PACKET]).len());
-        assert_eq!(mem::align_of::<CmsgBuf>(), mem::align_of::<libc::cmsghdr>().max(8));
+        assert_eq!(
+            CMSG_BUF_LEN,
+            nix::cmsg_space!([RawFd; MAX_FDS_PER_PACKET]).len()
+        );
+        assert_eq!(
+            mem::align_of::<CmsgBuf>(),
+            mem::align_of::<libc::cmsghdr>().max(8)
+        );
     }
 }
