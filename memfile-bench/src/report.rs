@@ -177,7 +177,7 @@ pub fn json(machine: &Machine, command: &str, all: &[Measured]) -> String {
     out
 }
 
-/// An SVG line plot: throughput (GB/s, linear) against size (log scale) for every
+/// An SVG line plot: throughput (GB/s) against size, both on log scales, for every
 /// alternative of `case`.
 pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     let rows: Vec<&Measured> = all.iter().filter(|m| m.case == case).collect();
@@ -188,20 +188,21 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
         }
     }
     let gbs = |m: &Measured| m.size as f64 / m.median() / 1e9;
-    let max_y = rows.iter().map(|m| gbs(m)).fold(1.0, f64::max) * 1.1;
+    // Log scale on both axes: the in-process floor is ~50x the transports.
+    let ys: Vec<f64> = rows.iter().map(|m| gbs(m)).filter(|y| *y > 0.0).collect();
+    let lo = ys.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
+    let hi = ys.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (min_y, max_y) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
     let xs: Vec<f64> = rows.iter().map(|m| (m.size as f64).log2()).collect();
-    let (min_x, max_x) = xs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
+    let (min_x, max_x) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+        (a.min(x), b.max(x))
+    });
     let span_x = if max_x > min_x { max_x - min_x } else { 1.0 };
     let (w, h, left, right, top, bottom) = (720.0, 420.0, 70.0, 190.0, 40.0, 50.0);
     let px = |size: usize| left + ((size as f64).log2() - min_x) / span_x * (w - left - right);
-    let py = |y: f64| top + (1.0 - y / max_y) * (h - top - bottom);
-    let colors = [
-        "#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48",
-    ];
+    let span_y = (max_y / min_y).log10();
+    let py = |y: f64| top + (1.0 - (y / min_y).log10() / span_y) * (h - top - bottom);
+    let colors = ["#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48"];
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -214,26 +215,32 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
         "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{title}</text>",
         (left + w - right) / 2.0
     );
-    // Axes, y grid with labels.
     let _ = writeln!(
         s,
         "<path d=\"M{left} {top} V{} H{}\" stroke=\"black\" fill=\"none\"/>",
         h - bottom,
         w - right
     );
-    let step = nice_step(max_y);
-    let mut y = 0.0;
-    while y <= max_y {
-        let _ = writeln!(
-            s,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
-             <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{y}</text>",
-            w - right,
-            left - 6.0,
-            py(y) + 4.0,
-            py = py(y)
-        );
-        y += step;
+    // Grid lines at 1, 2 and 5 times each power of ten.
+    let mut decade = min_y;
+    while decade < max_y * 1.001 {
+        for m in [1.0, 2.0, 5.0] {
+            let y = decade * m;
+            if y > max_y * 1.001 {
+                break;
+            }
+            let label = if y >= 1.0 { format!("{y:.0}") } else { format!("{y}") };
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
+                 <text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>",
+                w - right,
+                left - 6.0,
+                py(y) + 4.0,
+                py = py(y)
+            );
+        }
+        decade *= 10.0;
     }
     let mut sizes: Vec<usize> = rows.iter().map(|m| m.size).collect();
     sizes.sort_unstable();
@@ -256,7 +263,7 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     let _ = writeln!(
         s,
         "<text transform=\"translate(18 {}) rotate(-90)\" text-anchor=\"middle\">\
-         throughput, GB/s (median)</text>",
+         throughput, GB/s (median, log scale)</text>",
         (top + h - bottom) / 2.0
     );
     for (i, alt) in alts.iter().enumerate() {
@@ -297,21 +304,4 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// A round grid step giving 4 to 10 lines up to `max`.
-fn nice_step(max: f64) -> f64 {
-    let raw = max / 6.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let n = raw / mag;
-    let m = if n < 1.5 {
-        1.0
-    } else if n < 3.5 {
-        2.0
-    } else if n < 7.5 {
-        5.0
-    } else {
-        10.0
-    };
-    m * mag
 }

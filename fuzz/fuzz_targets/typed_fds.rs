@@ -1,0 +1,4 @@
+//! One packet with fds of chosen kinds into a typed `Receiver` (see `memfile_fuzz::run_typed`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memfile_fuzz::run_typed(data));

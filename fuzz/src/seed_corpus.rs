@@ -1,0 +1,77 @@
+//! Writes the seed corpus: valid packets captured from the crate's own `Sender`, in the
+//! input formats of both targets, into `fuzz/seeds/{packet,typed_fds}/`.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use memfile_core::{Frozen, MemFile};
+use memfile_fuzz::{Msg, Shape};
+use memfile_ipc::raw::{RawSocket, RecvMode};
+use memfile_ipc::{Fd, Sender};
+
+fn capture(msg: &Msg) -> (Vec<u8>, usize) {
+    let (a, b) = RawSocket::pair().unwrap();
+    Sender::<Msg>::from_raw(Arc::new(a)).send(msg).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let n = b.recv(&mut buf, &mut fds, RecvMode::NonBlocking).unwrap();
+    buf.truncate(n);
+    (buf, fds.len())
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let frozen = || Fd::new(Frozen::from_bytes("seed", b"sealed").unwrap());
+    let base = || Msg {
+        n: 7,
+        text: "hello".into(),
+        numbers: vec![1, 300, 65535],
+        bytes: vec![0, 1, 2, 3],
+        shape: Shape::Unit,
+        buffer: None,
+        file: None,
+        others: Vec::new(),
+        reply: None,
+    };
+    let mut msgs = vec![base()];
+    msgs.push(Msg { shape: Shape::Pair(-3, 9), buffer: Some(frozen()), ..base() });
+    msgs.push(Msg {
+        shape: Shape::Named { x: u64::MAX, tag: Some('é') },
+        file: Some(Fd::new(MemFile::create_default("seed").unwrap())),
+        ..base()
+    });
+    msgs.push(Msg {
+        others: vec![Fd::new(std::fs::File::open("/dev/null").unwrap().into()); 0],
+        reply: Some(Sender::from_raw(Arc::new(RawSocket::pair().unwrap().0))),
+        buffer: Some(frozen()),
+        ..base()
+    });
+    msgs.push(Msg { text: String::new(), numbers: Vec::new(), bytes: Vec::new(), ..base() });
+    for dir in ["packet", "typed_fds"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    for (i, msg) in msgs.iter().enumerate() {
+        let (packet, fds) = capture(msg);
+        std::fs::write(root.join("packet").join(format!("valid-{i}")), &packet).unwrap();
+        // typed_fds: fd count, then kinds: sealed memfd (0) for a buffer, a writable memfd
+        // (1) for a MemFile, a socket (5) for a reply channel, in field order.
+        let mut kinds = Vec::new();
+        if msg.buffer.is_some() {
+            kinds.push(0);
+        }
+        if msg.file.is_some() {
+            kinds.push(1);
+        }
+        kinds.extend(std::iter::repeat_n(6, msg.others.len()));
+        if msg.reply.is_some() {
+            kinds.push(5);
+        }
+        assert_eq!(kinds.len(), fds);
+        let mut input = vec![fds as u8];
+        input.extend_from_slice(&kinds);
+        input.extend_from_slice(&packet);
+        std::fs::write(root.join("typed_fds").join(format!("valid-{i}")), &input).unwrap();
+    }
+    println!("wrote {} seeds per target to {}", msgs.len(), root.display());
+}
