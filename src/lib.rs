@@ -1,11 +1,21 @@
 //! # memfile
 //!
-//! Sealed Linux memfds made safe, and typed channels that move them between
-//! processes.
+//! Sealed Linux memfds made safe, and typed channels that move them between processes.
 //!
-//! This facade re-exports [`memfile_core`] at its root (so code written for the
-//! `memfile` 0.3 crate keeps working with `use memfile::...`) and
-//! [`memfile_ipc`] as [`memfile::ipc`](crate::ipc).
+//! This facade re-exports [`memfile_core`] at its root, so code written for the `memfile`
+//! 0.3 crate keeps working with `use memfile::...`, and [`memfile_ipc`] as
+//! [`memfile::ipc`](crate::ipc).
+//!
+//! - [`MemFile`], [`CreateOptions`], [`Seal`], [`Seals`]: create memfds, add and read seals.
+//! - [`Frozen`]: a memfd verified (by the kernel's seals) to never change again, readable
+//!   as a plain `&[u8]` without `unsafe`; built in place with [`Frozen::build`] or
+//!   [`WritableRegion`], from bytes with [`Frozen::from_bytes`], or from a received fd with
+//!   [`Frozen::from_fd`].
+//! - [`LiveWriter`] / [`LiveView`]: the owner keeps writing, readers copy out.
+//! - [`ipc`]: typed channels over Unix `SOCK_SEQPACKET` sockets; `Frozen` buffers, other
+//!   fds and reply channels travel inside serde messages.
+//!
+//! The seed crate's example, unchanged:
 //!
 //! ```
 //! use memfile::{MemFile, CreateOptions, Seal};
@@ -18,6 +28,30 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! And the reason this project exists: a buffer another process can map as `&[u8]`,
+//! soundly, because the receiver checked the seals before mapping it.
+//!
+//! ```
+//! use memfile::Frozen;
+//! use memfile::ipc::{self, Fd};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (tx, rx) = ipc::channel::<Fd<Frozen>>()?;
+//! tx.send(&Fd::new(Frozen::from_bytes("greeting", b"hello")?))?;
+//! let received = rx.recv()?; // verified: seals include Write and Shrink, then mapped
+//! assert_eq!(&received[..], b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `bytes`: `Frozen` converts into `bytes::Bytes` without copying.
+//!
+//! The design, the wire protocol and the soundness argument are in the repository's
+//! `docs/` directory (`design.md`, `protocol.md`, `safety.md`, `performance.md`).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use memfile_core::*;
 
