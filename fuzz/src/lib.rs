@@ -69,7 +69,10 @@ pub fn make_fd(kind: u8) -> OwnedFd {
         m.into_fd()
     };
     match kind % FD_KINDS {
-        0 => Frozen::from_bytes("fuzz", b"sealed").unwrap().try_clone_fd().unwrap(),
+        0 => Frozen::from_bytes("fuzz", b"sealed")
+            .unwrap()
+            .try_clone_fd()
+            .unwrap(),
         1 => memfd(b"unsealed", &[]),
         2 => memfd(b"write only", &[Seal::Write]),
         3 => memfd(b"future write", &[Seal::FutureWrite, Seal::Shrink]),
@@ -77,7 +80,8 @@ pub fn make_fd(kind: u8) -> OwnedFd {
             // A sealed sparse terabyte: over any mapped-bytes limit.
             let m = MemFile::create_sealable("fuzz-huge").unwrap();
             m.set_len(1 << 40).unwrap();
-            m.add_seals(Seal::Write | Seal::Shrink | Seal::Grow).unwrap();
+            m.add_seals(Seal::Write | Seal::Shrink | Seal::Grow)
+                .unwrap();
             m.into_fd()
         }
         5 => RawSocket::pair().unwrap().0.into_fd(),
@@ -86,7 +90,10 @@ pub fn make_fd(kind: u8) -> OwnedFd {
             let (r, _w) = std::io::pipe().unwrap();
             r.into()
         }
-        _ => Frozen::from_bytes("fuzz", b"").unwrap().try_clone_fd().unwrap(),
+        _ => Frozen::from_bytes("fuzz", b"")
+            .unwrap()
+            .try_clone_fd()
+            .unwrap(),
     }
 }
 
@@ -119,7 +126,10 @@ pub fn check(packet: &[u8], fds: Vec<OwnedFd>) {
         Err(e) => assert!(!e.to_string().is_empty()),
     }
     assert_eq!(open_fds(), before - sent, "fd leak");
-    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)), "a packet was left queued");
+    assert!(
+        matches!(rx.try_recv(), Err(Error::WouldBlock)),
+        "a packet was left queued"
+    );
 }
 
 /// The `packet` target: the input is one packet, without fds.
@@ -129,7 +139,9 @@ pub fn run_packet(data: &[u8]) {
 
 /// The `typed_fds` target: `data[0] % 9` fds, of the kinds `data[1..=n]`, then the packet.
 pub fn run_typed(data: &[u8]) {
-    let Some((&count, rest)) = data.split_first() else { return };
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
     let count = (count % 9) as usize;
     if rest.len() < count {
         return;

@@ -35,19 +35,33 @@ fn main() {
         reply: None,
     };
     let mut msgs = vec![base()];
-    msgs.push(Msg { shape: Shape::Pair(-3, 9), buffer: Some(frozen()), ..base() });
     msgs.push(Msg {
-        shape: Shape::Named { x: u64::MAX, tag: Some('é') },
+        shape: Shape::Pair(-3, 9),
+        buffer: Some(frozen()),
+        ..base()
+    });
+    msgs.push(Msg {
+        shape: Shape::Named {
+            x: u64::MAX,
+            tag: Some('é'),
+        },
         file: Some(Fd::new(MemFile::create_default("seed").unwrap())),
         ..base()
     });
     msgs.push(Msg {
-        others: vec![Fd::new(std::fs::File::open("/dev/null").unwrap().into()); 0],
+        others: (0..2)
+            .map(|_| Fd::new(std::fs::File::open("/dev/null").unwrap().into()))
+            .collect(),
         reply: Some(Sender::from_raw(Arc::new(RawSocket::pair().unwrap().0))),
         buffer: Some(frozen()),
         ..base()
     });
-    msgs.push(Msg { text: String::new(), numbers: Vec::new(), bytes: Vec::new(), ..base() });
+    msgs.push(Msg {
+        text: String::new(),
+        numbers: Vec::new(),
+        bytes: Vec::new(),
+        ..base()
+    });
     for dir in ["packet", "typed_fds"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
@@ -73,5 +87,9 @@ fn main() {
         input.extend_from_slice(&packet);
         std::fs::write(root.join("typed_fds").join(format!("valid-{i}")), &input).unwrap();
     }
-    println!("wrote {} seeds per target to {}", msgs.len(), root.display());
+    println!(
+        "wrote {} seeds per target to {}",
+        msgs.len(),
+        root.display()
+    );
 }

@@ -192,17 +192,24 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
     let ys: Vec<f64> = rows.iter().map(|m| gbs(m)).filter(|y| *y > 0.0).collect();
     let lo = ys.iter().copied().fold(f64::INFINITY, f64::min).max(1e-3);
     let hi = ys.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
-    let (min_y, max_y) = (10f64.powf(lo.log10().floor()), 10f64.powf(hi.log10().ceil()));
+    let (min_y, max_y) = (
+        10f64.powf(lo.log10().floor()),
+        10f64.powf(hi.log10().ceil()),
+    );
     let xs: Vec<f64> = rows.iter().map(|m| (m.size as f64).log2()).collect();
-    let (min_x, max_x) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-        (a.min(x), b.max(x))
-    });
+    let (min_x, max_x) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
     let span_x = if max_x > min_x { max_x - min_x } else { 1.0 };
     let (w, h, left, right, top, bottom) = (720.0, 420.0, 70.0, 190.0, 40.0, 50.0);
     let px = |size: usize| left + ((size as f64).log2() - min_x) / span_x * (w - left - right);
     let span_y = (max_y / min_y).log10();
     let py = |y: f64| top + (1.0 - (y / min_y).log10() / span_y) * (h - top - bottom);
-    let colors = ["#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48"];
+    let colors = [
+        "#1b6ac9", "#d1495b", "#2e933c", "#edae49", "#6a4c93", "#00798c", "#8d6a48", "#555555",
+    ];
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -229,7 +236,11 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
             if y > max_y * 1.001 {
                 break;
             }
-            let label = if y >= 1.0 { format!("{y:.0}") } else { format!("{y}") };
+            let label = if y >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y}")
+            };
             let _ = writeln!(
                 s,
                 "<line x1=\"{left}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"#ddd\"/>\
@@ -266,7 +277,9 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
          throughput, GB/s (median, log scale)</text>",
         (top + h - bottom) / 2.0
     );
-    for (i, alt) in alts.iter().enumerate() {
+    // Ours drawn last (on top) and thicker.
+    for (i, alt) in alts.iter().enumerate().rev() {
+        let width = if *alt == "ours" { 3.5 } else { 2.0 };
         let color = colors[i % colors.len()];
         let mut pts: Vec<(usize, f64)> = rows
             .iter()
@@ -280,7 +293,7 @@ pub fn svg(all: &[Measured], case: &str, title: &str) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"{width}\"/>",
             path.join(" ")
         );
         for &(x, y) in &pts {

@@ -20,6 +20,7 @@ use crate::fd::{self, DecodeScope, EncodeScope};
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
+use crate::trace;
 use crate::wire::{HEADER_LEN, Header};
 use crate::{Credentials, Error, Limits, Result};
 
@@ -180,18 +181,19 @@ impl<T: Serialize> Sender<T> {
     }
 
     fn send_with(&self, msg: &T, nonblocking: bool) -> Result<()> {
-        // Taken out of the thread-local (not borrowed) so a send nested inside a
-        // `Serialize` impl simply gets a fresh buffer.
-        let mut buffer = SEND_BUFFER.take();
-        let result = self.encode_and_send(msg, &mut buffer, nonblocking);
-        if buffer.capacity() <= KEEP_BUFFER {
-            buffer.clear();
-            SEND_BUFFER.set(buffer);
-        }
+        let mut buffer = take_send_buffer();
+        let result = self
+            .encode(msg, &mut buffer)
+            .and_then(|packet| packet.send(&self.socket, nonblocking));
+        recycle_send_buffer(buffer);
+        trace::sent(&self.socket, &result);
         result
     }
 
-    fn encode_and_send(&self, msg: &T, buffer: &mut Vec<u8>, nonblocking: bool) -> Result<()> {
+    /// Encodes `msg` into one packet (spilling it into a sealed memfd if it is too large to
+    /// go inline), checking this sender's limits; nothing is sent yet. The blocking and the
+    /// async sender both send through this, so a retried send never encodes twice.
+    pub(crate) fn encode<'a>(&self, msg: &'a T, buffer: &'a mut Vec<u8>) -> Result<Packet<'a>> {
         buffer.clear();
         buffer.resize(HEADER_LEN, 0);
         let scope = EncodeScope::begin();
@@ -219,32 +221,69 @@ impl<T: Serialize> Sender<T> {
         } else {
             None
         };
-        let mut fds: Vec<BorrowedFd<'_>> = raw_fds
+        let field_fds: Vec<BorrowedFd<'a>> = raw_fds
             .iter()
             // SAFETY: every fd in the table was recorded by an fd field's `Serialize` impl
-            // from a value reachable through `msg`, which this function borrows until
-            // `sendmsg` below has returned, so each is still open (and still that file).
+            // from a value reachable through `msg`, which stays borrowed for 'a, as long as
+            // the returned packet lives, so each is still open (and still that file).
             .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
             .collect();
-        if let Some(frozen) = &spill {
-            fds.push(frozen.as_fd());
-        }
         let header = Header {
             spilled,
-            fd_count: fds.len() as u32,
+            fd_count: (field_fds.len() + usize::from(spilled)) as u32,
             payload_len: payload_len as u64,
         };
         buffer[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        let packet = if spilled {
+        let bytes = if spilled {
             &buffer[..HEADER_LEN]
         } else {
             &buffer[..]
         };
-        let iov = [IoSlice::new(packet)];
+        Ok(Packet {
+            bytes,
+            field_fds,
+            spill,
+        })
+    }
+}
+
+/// Takes the calling thread's encode buffer (a send nested inside a `Serialize` impl, or a
+/// second async send on this thread, simply gets a fresh one).
+pub(crate) fn take_send_buffer() -> Vec<u8> {
+    SEND_BUFFER.take()
+}
+
+/// Gives an encode buffer back to the calling thread, unless it grew too large to keep.
+pub(crate) fn recycle_send_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() <= KEEP_BUFFER {
+        buffer.clear();
+        SEND_BUFFER.set(buffer);
+    }
+}
+
+/// One encoded message, ready to go out as one packet: from [`Sender::encode`].
+pub(crate) struct Packet<'a> {
+    /// Header and inline payload (only the header when the payload is spilled).
+    bytes: &'a [u8],
+    /// The fds of the message's fd fields, borrowed from the message.
+    field_fds: Vec<BorrowedFd<'a>>,
+    /// The sealed memfd holding a spilled payload; it goes last in the packet's fd list.
+    spill: Option<Frozen>,
+}
+
+impl Packet<'_> {
+    /// Sends the packet on `socket`; with `nonblocking`, [`Error::WouldBlock`] when the
+    /// send buffer is full (the packet can then be sent again later).
+    pub(crate) fn send(&self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
+        let mut fds = self.field_fds.clone();
+        if let Some(frozen) = &self.spill {
+            fds.push(frozen.as_fd());
+        }
+        let iov = [IoSlice::new(self.bytes)];
         if nonblocking {
-            self.socket.try_send(&iov, &fds)
+            socket.try_send(&iov, &fds)
         } else {
-            self.socket.send(&iov, &fds)
+            socket.send(&iov, &fds)
         }
     }
 }
@@ -433,6 +472,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         let result = self.receive_and_decode(&mut buffer[..self.recv_capacity], mode);
         RECV_BUFFER.set(buffer);
+        trace::received(&self.socket, &result);
         result
     }
 

@@ -11,7 +11,11 @@ use std::sync::Arc;
 /// [unix(7)](https://man7.org/linux/man-pages/man7/unix.7.html). The kernel fills it in,
 /// so the peer cannot lie about it. The pid may have been reused if the peer has exited
 /// since, and it is 0 when the peer lives in a pid namespace that is not visible from ours.
+///
+/// `#[non_exhaustive]`: more fields (supplementary groups, a pidfd) may come; build one
+/// with [`Credentials::new`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Credentials {
     /// Process id of the peer.
     pub pid: i32,
@@ -21,8 +25,22 @@ pub struct Credentials {
     pub gid: u32,
 }
 
-impl From<nix::sys::socket::UnixCredentials> for Credentials {
-    fn from(c: nix::sys::socket::UnixCredentials) -> Credentials {
+impl Credentials {
+    /// Credentials with these ids, e.g. to test a [`CredentialPolicy`].
+    ///
+    /// ```
+    /// use memfile_ipc::{CredentialPolicy, Credentials};
+    ///
+    /// let stranger = Credentials::new(1234, 4242, 4242);
+    /// assert!(CredentialPolicy::Uids(vec![1000]).check(&stranger).is_err());
+    /// ```
+    pub fn new(pid: i32, uid: u32, gid: u32) -> Credentials {
+        Credentials { pid, uid, gid }
+    }
+
+    /// Converts what `getsockopt(SO_PEERCRED)` returned. Not a public `From` impl, so that
+    /// no `nix` type is part of this crate's API.
+    pub(crate) fn from_nix(c: nix::sys::socket::UnixCredentials) -> Credentials {
         Credentials {
             pid: c.pid(),
             uid: c.uid(),

@@ -19,6 +19,26 @@
 //!
 //! The wire format is specified byte by byte in `docs/protocol.md`.
 //!
+//! ## Feature flags
+//!
+//! All off by default; none changes the wire protocol, so peers may differ in features.
+//!
+//! - **`tokio`**: the module `memfile_ipc::tokio`, async endpoints (`AsyncSender`,
+//!   `AsyncReceiver`, also a `futures_core::Stream`, and `AsyncListener`) on a tokio
+//!   runtime, with cancel-safe `recv`, and conversions to and from the blocking endpoints.
+//! - **`tracing`**: `tracing` events (target `memfile_ipc`): connections accepted (`info`,
+//!   with the peer's pid/uid/gid) or refused by the credential policy (`warn`), peers
+//!   closing the connection (`debug`), and every rejected message with the reason, i.e.
+//!   the [`Error`]'s `Display` (`warn`, with the peer's credentials). Without the
+//!   feature these calls compile to nothing.
+//!
+//! ## Public dependency types
+//!
+//! `serde` (1.x) traits in message bounds and in [`fd`]; `memfile-core` types (`Frozen`,
+//! `MemFile`, `FrozenErrorKind`). With `tokio`: the `futures_core::Stream` (0.3) impl and
+//! `std::task::Context` in `poll_recv`; tokio's runtime is required but none of its types
+//! appears in a signature. No `nix`, `libc` or `bincode` type is public.
+//!
 //! ```
 //! use memfile_core::Frozen;
 //! use memfile_ipc::{channel, Fd, Sender};
@@ -48,8 +68,12 @@
 //! # }
 //! ```
 
+// docs.rs builds with `--cfg docsrs` (see Cargo.toml): badges on feature-gated items.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 pub use error::{Error, Result};
+mod trace;
 
 // --- owned by the transport work: raw.rs, listener.rs, cred.rs, process.rs ---
 mod cred;
@@ -71,3 +95,11 @@ pub use channel::{
 };
 pub use fd::Fd;
 pub use limits::Limits;
+
+// --- async endpoints (feature `tokio`) ---
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use crate::tokio::{AsyncListener, AsyncReceiver, AsyncSender};

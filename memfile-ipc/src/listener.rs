@@ -34,6 +34,7 @@ use nix::sys::stat::{Mode, fchmod};
 use crate::cred::{CredentialPolicy, Credentials};
 use crate::error::{Error, Result};
 use crate::raw::RawSocket;
+use crate::trace;
 
 /// Where a [`Listener`] is bound.
 #[derive(Debug)]
@@ -328,15 +329,20 @@ impl Listener {
         let conn = RawSocket::from_accepted(conn);
         let peer = conn.peer_credentials()?;
         match self.policy.check(&peer) {
-            Ok(()) => Ok((conn, peer)),
+            Ok(()) => {
+                trace::accepted(raw, conn.as_raw_fd(), &peer);
+                Ok((conn, peer))
+            }
             Err(reason) => {
                 drop(conn);
-                Err(Error::PeerRejected {
+                let error = Error::PeerRejected {
                     pid: peer.pid,
                     uid: peer.uid,
                     gid: peer.gid,
                     reason,
-                })
+                };
+                trace::refused(raw, &error);
+                Err(error)
             }
         }
     }

@@ -69,7 +69,10 @@ const CMSG_BUF_LEN: usize =
 struct CmsgBuf([u8; CMSG_BUF_LEN]);
 
 /// How [`RawSocket::recv`] waits for a packet.
+///
+/// `#[non_exhaustive]`: other ways to wait may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecvMode {
     /// Wait as long as it takes.
     Blocking,
@@ -388,7 +391,7 @@ impl RawSocket {
     /// [`Error::Io`] when `getsockopt` fails (it does not for a connected Unix socket).
     pub fn peer_credentials(&self) -> Result<Credentials> {
         getsockopt(&self.fd, sockopt::PeerCredentials)
-            .map(Credentials::from)
+            .map(Credentials::from_nix)
             .map_err(|e| Error::io("getsockopt(SO_PEERCRED)", Some(self.fd.as_raw_fd()), e))
     }
 

@@ -52,7 +52,9 @@ fn pattern(n: u64, len: usize) -> Vec<u8> {
 }
 
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +79,9 @@ enum Reply {
 /// The child side of every test: dispatches on the role; in a normal run, nothing to do.
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     match role.as_str() {
         "serve" => child_serve(),
         "send_and_die" => child_send_and_die(),
@@ -100,9 +104,10 @@ fn child_serve() {
     for request in &rx {
         let reply = match request.unwrap() {
             Request::Echo(n, s) => Reply::Echo(n, s),
-            Request::Buffer(n, len) => {
-                Reply::Buffer(n, Fd::new(Frozen::from_bytes("reply", &pattern(n, len)).unwrap()))
-            }
+            Request::Buffer(n, len) => Reply::Buffer(
+                n,
+                Fd::new(Frozen::from_bytes("reply", &pattern(n, len)).unwrap()),
+            ),
             Request::Sum(bytes) => Reply::Sum(checksum(&bytes)),
             Request::SumFrozen(f) => Reply::Sum(checksum(&f)),
         };
@@ -113,7 +118,12 @@ fn child_serve() {
 }
 
 /// One random conversation step; `Err` when the peer is gone.
-fn step(rng: &mut Rng, n: u64, tx: &Sender<Request>, rx: &Receiver<Reply>) -> memfile_ipc::Result<()> {
+fn step(
+    rng: &mut Rng,
+    n: u64,
+    tx: &Sender<Request>,
+    rx: &Receiver<Reply>,
+) -> memfile_ipc::Result<()> {
     let kind = rng.below(4);
     let expect: u64;
     match kind {
@@ -135,7 +145,9 @@ fn step(rng: &mut Rng, n: u64, tx: &Sender<Request>, rx: &Receiver<Reply>) -> me
         _ => {
             let bytes = pattern(n, 1 + rng.below(100 << 10) as usize);
             expect = checksum(&bytes);
-            tx.send(&Request::SumFrozen(Fd::new(Frozen::from_bytes("req", &bytes).unwrap())))?;
+            tx.send(&Request::SumFrozen(Fd::new(
+                Frozen::from_bytes("req", &bytes).unwrap(),
+            )))?;
         }
     }
     match rx.recv_timeout(PATIENCE)? {
@@ -155,8 +167,14 @@ fn step(rng: &mut Rng, n: u64, tx: &Sender<Request>, rx: &Receiver<Reply>) -> me
 #[test]
 fn peer_killed_at_random_points() {
     let _g = lock();
-    let seed: u64 = std::env::var("MEMFILE_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_0006);
-    let runs: u64 = std::env::var("MEMFILE_FAULT_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let seed: u64 = std::env::var("MEMFILE_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0006);
+    let runs: u64 = std::env::var("MEMFILE_FAULT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let mut rng = Rng(seed);
     let before = open_fds();
     let start = Instant::now();
@@ -188,10 +206,19 @@ fn peer_killed_at_random_points() {
             e => panic!("seed {seed:#x} run {run} after {n} steps: unexpected {e:?}"),
         }
         // Once disconnected, it stays so.
-        assert!(matches!(rx.try_recv(), Err(Error::Disconnected)), "seed {seed:#x} run {run}");
-        assert!(matches!(tx.send(&Request::Echo(0, String::new())), Err(Error::Disconnected)));
+        assert!(
+            matches!(rx.try_recv(), Err(Error::Disconnected)),
+            "seed {seed:#x} run {run}"
+        );
+        assert!(matches!(
+            tx.send(&Request::Echo(0, String::new())),
+            Err(Error::Disconnected)
+        ));
         let status = child.wait().unwrap();
-        assert!(!status.success(), "run {run}: the child should have been killed: {status}");
+        assert!(
+            !status.success(),
+            "run {run}: the child should have been killed: {status}"
+        );
         drop((tx, rx, child));
         assert_eq!(open_fds(), before, "seed {seed:#x} run {run}: fd leak");
         steps_total += n;
@@ -216,7 +243,9 @@ struct Parcel {
 fn parcel_sizes(n: u64) -> (usize, Vec<usize>) {
     // Message 3 spills (its bytes go into a memfd); the others carry 0-3 sealed buffers.
     let inline = if n == 3 { 1 << 20 } else { 100 * n as usize };
-    let buffers = (0..n % 4).map(|i| (1 + i as usize) * 5000 + n as usize).collect();
+    let buffers = (0..n % 4)
+        .map(|i| (1 + i as usize) * 5000 + n as usize)
+        .collect();
     (inline, buffers)
 }
 
@@ -228,9 +257,16 @@ fn child_send_and_die() {
         let buffers = sizes
             .iter()
             .enumerate()
-            .map(|(i, &len)| Fd::new(Frozen::from_bytes("parcel", &pattern(n * 10 + i as u64, len)).unwrap()))
+            .map(|(i, &len)| {
+                Fd::new(Frozen::from_bytes("parcel", &pattern(n * 10 + i as u64, len)).unwrap())
+            })
             .collect();
-        tx.send(&Parcel { n, inline: pattern(n, inline), buffers }).unwrap();
+        tx.send(&Parcel {
+            n,
+            inline: pattern(n, inline),
+            buffers,
+        })
+        .unwrap();
     }
     // SAFETY: kill(2) on our own pid; no memory is involved.
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -244,18 +280,30 @@ fn sender_dies_right_after_sending() {
     let before = open_fds();
     let (mut child, tx, rx) = spawn_child::<(), Parcel>("send_and_die");
     let status = child.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
     for n in 0..DIE_MESSAGES {
-        let p = rx.recv_timeout(PATIENCE).unwrap_or_else(|e| panic!("message {n}: {e}"));
+        let p = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|e| panic!("message {n}: {e}"));
         let (inline, sizes) = parcel_sizes(n);
         assert_eq!(p.n, n);
         assert_eq!(p.inline, pattern(n, inline), "message {n}");
         assert_eq!(p.buffers.len(), sizes.len());
         for (i, (b, &len)) in p.buffers.iter().zip(&sizes).enumerate() {
-            assert_eq!(&b[..], &pattern(n * 10 + i as u64, len)[..], "message {n} buffer {i}");
+            assert_eq!(
+                &b[..],
+                &pattern(n * 10 + i as u64, len)[..],
+                "message {n} buffer {i}"
+            );
         }
     }
-    assert!(matches!(rx.recv_timeout(PATIENCE), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(PATIENCE),
+        Err(Error::Disconnected)
+    ));
     drop((tx, rx, child));
     assert_eq!(open_fds(), before);
 }
@@ -271,7 +319,11 @@ extern "C" fn count_signal(_: libc::c_int) {
 
 /// Installs a SIGUSR1 handler *without* `SA_RESTART`, so blocked syscalls fail with EINTR.
 fn install_handler() {
-    let action = SigAction::new(SigHandler::Handler(count_signal), SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(count_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     // SAFETY: the handler only increments an atomic, which is async-signal-safe; replacing
     // SIGUSR1's disposition affects nothing else in this test binary.
     unsafe { sigaction(Signal::SIGUSR1, &action) }.unwrap();
@@ -307,9 +359,15 @@ fn interrupted_recv_and_timeouts_are_retried() {
         tid_tx.send(this_thread()).unwrap();
         // A timeout keeps its length when signals interrupt the wait.
         let t = Instant::now();
-        assert!(matches!(rx.recv_timeout(Duration::from_millis(300)), Err(Error::Timeout)));
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(300)),
+            Err(Error::Timeout)
+        ));
         let waited = t.elapsed();
-        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
         // Blocking receives, each interrupted many times while waiting.
         let mut got = Vec::new();
         for _ in 0..20 {
@@ -324,7 +382,11 @@ fn interrupted_recv_and_timeouts_are_retried() {
     let pest = pester(tid_rx.recv().unwrap(), stop.clone());
     thread::sleep(Duration::from_millis(400));
     for n in 0..20u64 {
-        tx.send(&(n, Fd::new(Frozen::from_bytes("sig", &pattern(n, 1000)).unwrap()))).unwrap();
+        tx.send(&(
+            n,
+            Fd::new(Frozen::from_bytes("sig", &pattern(n, 1000)).unwrap()),
+        ))
+        .unwrap();
         thread::sleep(Duration::from_millis(5));
     }
     let got = receiver.join().unwrap();
@@ -332,7 +394,10 @@ fn interrupted_recv_and_timeouts_are_retried() {
     let sent = pest.join().unwrap();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
-    assert!(handled > 100, "only {handled} signals handled ({sent} sent)");
+    assert!(
+        handled > 100,
+        "only {handled} signals handled ({sent} sent)"
+    );
     println!("recv: {handled} signals handled, nothing lost");
 }
 
@@ -363,7 +428,10 @@ fn interrupted_blocking_send_is_retried() {
     sender.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     pest.join().unwrap();
-    assert!(matches!(rx.recv_timeout(PATIENCE), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(PATIENCE),
+        Err(Error::Disconnected)
+    ));
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
     assert!(handled > 20, "only {handled} signals handled");
     println!("send: {handled} signals handled, {N} messages in order");
@@ -408,14 +476,22 @@ struct Numbered {
 fn numbered(n: u64) -> Numbered {
     // Every third message spills, every fourth carries a sealed buffer.
     let len = if n % 3 == 2 { 300 << 10 } else { 500 };
-    let buffer = (n % 4 == 3).then(|| Fd::new(Frozen::from_bytes("bp", &pattern(n, 4096)).unwrap()));
-    Numbered { n, bytes: pattern(n, len), buffer }
+    let buffer =
+        (n % 4 == 3).then(|| Fd::new(Frozen::from_bytes("bp", &pattern(n, 4096)).unwrap()));
+    Numbered {
+        n,
+        bytes: pattern(n, len),
+        buffer,
+    }
 }
 
 fn check_numbered(m: &Numbered, n: u64) {
     assert_eq!(m.n, n);
     assert_eq!(m.bytes, numbered(n).bytes, "message {n}");
-    assert_eq!(m.buffer.as_ref().map(|b| b.to_vec()), (n % 4 == 3).then(|| pattern(n, 4096)));
+    assert_eq!(
+        m.buffer.as_ref().map(|b| b.to_vec()),
+        (n % 4 == 3).then(|| pattern(n, 4096))
+    );
 }
 
 /// A full socket buffer: `try_send` reports `WouldBlock` (and keeps no fd), `send` waits
@@ -439,7 +515,10 @@ fn full_buffer_blocks_send_and_try_send_says_so() {
     // and the message's own buffer are closed when the message is dropped).
     let fds_full = open_fds();
     for _ in 0..5 {
-        assert!(matches!(tx.try_send(&numbered(queued)), Err(Error::WouldBlock)));
+        assert!(matches!(
+            tx.try_send(&numbered(queued)),
+            Err(Error::WouldBlock)
+        ));
     }
     assert_eq!(open_fds(), fds_full);
     // A blocking send waits.
@@ -453,7 +532,10 @@ fn full_buffer_blocks_send_and_try_send_says_so() {
         })
     };
     thread::sleep(Duration::from_millis(300));
-    assert!(!done.load(Ordering::SeqCst), "send did not wait for room in a full socket");
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "send did not wait for room in a full socket"
+    );
     // Make room: the blocked send goes through. (The kernel wakes a writer blocked on a
     // Unix socket only once the bytes in flight drop to a quarter of SO_SNDBUF, so it may
     // take many receives.)
@@ -466,7 +548,10 @@ fn full_buffer_blocks_send_and_try_send_says_so() {
     }
     blocked.join().unwrap();
     drop(tx);
-    assert!(matches!(rx.recv_timeout(PATIENCE), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(PATIENCE),
+        Err(Error::Disconnected)
+    ));
     drop(rx);
     assert_eq!(open_fds(), before);
     println!(

@@ -119,10 +119,17 @@ fn pair<T>() -> (Arc<RawSocket>, Receiver<T>) {
 fn assert_usable(raw: &Arc<RawSocket>, rx: &Receiver<Msg>) {
     let tx = Sender::<Msg>::from_raw(raw.clone());
     // 5 bytes encoded: fits every limit the cases set.
-    let good = Msg { seq: 42, text: "ok".into(), frozen: Fd::new(sealed(b"good")) };
+    let good = Msg {
+        seq: 42,
+        text: "ok".into(),
+        frozen: Fd::new(sealed(b"good")),
+    };
     tx.send(&good).unwrap();
     let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!((got.seq, got.text.as_str(), &got.frozen[..]), (42, "ok", &b"good"[..]));
+    assert_eq!(
+        (got.seq, got.text.as_str(), &got.frozen[..]),
+        (42, "ok", &b"good"[..])
+    );
 }
 
 /// Runs one case against a `Receiver<Msg>` with `limits`: `attack` sends bad packets (and
@@ -159,7 +166,13 @@ fn is_protocol(e: &Error) -> bool {
 }
 
 fn is_decode(e: &Error) -> bool {
-    matches!(e, Error::Codec { encoding: false, .. })
+    matches!(
+        e,
+        Error::Codec {
+            encoding: false,
+            ..
+        }
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -168,7 +181,11 @@ fn is_decode(e: &Error) -> bool {
 #[test]
 fn garbage_bytes() {
     let _g = lock();
-    case("garbage", |raw| send(raw, b"\x00\xffgarbage, not a packet at all", &[]), is_protocol);
+    case(
+        "garbage",
+        |raw| send(raw, b"\x00\xffgarbage, not a packet at all", &[]),
+        is_protocol,
+    );
     // Garbage of every length around the header size, and some fds with it (closed).
     for len in [1usize, 4, 23, 24, 25, 100, 4096] {
         let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
@@ -234,7 +251,14 @@ fn lengths_that_disagree_with_what_arrived() {
         );
     }
     // fd count in the header differs from the fds that came (both ways, and absurdly).
-    for (claimed, sent) in [(1u32, 0usize), (0, 1), (1, 3), (3, 1), (u32::MAX, 1), (253, 252)] {
+    for (claimed, sent) in [
+        (1u32, 0usize),
+        (0, 1),
+        (1, 3),
+        (3, 1),
+        (u32::MAX, 1),
+        (253, 252),
+    ] {
         let p = inline(&payload, claimed);
         case(
             &format!("header says {claimed} fds, {sent} sent"),
@@ -255,7 +279,11 @@ fn lengths_that_disagree_with_what_arrived() {
         );
     }
     // A header alone: a valid empty payload, which is not a `Msg`.
-    case("header with an empty payload", |raw| send(raw, &inline(&[], 0), &[]), is_decode);
+    case(
+        "header with an empty payload",
+        |raw| send(raw, &inline(&[], 0), &[]),
+        is_decode,
+    );
 }
 
 #[test]
@@ -272,6 +300,39 @@ fn empty_packet() {
         },
         is_protocol,
     );
+}
+
+/// An empty packet, a valid one, and the peer closes before the receiver looks: at the
+/// syscall level the empty packet then looks exactly like end-of-file.
+#[test]
+fn empty_packet_then_close() {
+    let _g = lock();
+    let (raw, rx) = pair::<Msg>();
+    let before = open_fds();
+    send(&raw, &[], &[]);
+    let tx = Sender::<Msg>::from_raw(raw);
+    tx.send(&Msg {
+        seq: 1,
+        text: "after".into(),
+        frozen: Fd::new(sealed(b"b")),
+    })
+    .unwrap();
+    drop(tx);
+    let first = rx.recv_timeout(Duration::from_secs(10));
+    let second = rx.recv_timeout(Duration::from_secs(10));
+    let third = rx.recv_timeout(Duration::from_secs(10));
+    println!(
+        "empty packet, valid packet, close: {first:?} / {:?} / {third:?}",
+        second.as_ref().map(|m| &m.text)
+    );
+    // The valid message is never lost, and the end is reported as Disconnected.
+    assert!(
+        matches!(first, Err(Error::Protocol { .. } | Error::Disconnected)),
+        "{first:?}"
+    );
+    assert_eq!(second.unwrap().text, "after");
+    assert!(matches!(third, Err(Error::Disconnected)), "{third:?}");
+    assert_eq!(open_fds(), before - 1);
 }
 
 /// A packet larger than the receiver's buffer (the peer raised its `SO_SNDBUF` past the
@@ -293,7 +354,10 @@ fn packet_larger_than_the_receive_buffer() {
         )
     };
     if r != 0 {
-        println!("skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({})", std::io::Error::last_os_error());
+        println!(
+            "skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({})",
+            std::io::Error::last_os_error()
+        );
         return;
     }
     drop((probe, _other));
@@ -392,12 +456,18 @@ fn huge_claim<T: serde::de::DeserializeOwned + std::fmt::Debug>(name: &str, payl
     // The receive buffer (about 256 KiB) is allocated once per thread; a claim must not add
     // more than the codec's bound for a packet this small (16 bytes claimed per byte sent,
     // rounded up to a power of four).
-    assert!(largest <= 4 << 20, "{name}: allocated {largest} bytes for a {}-byte packet", payload.len());
+    assert!(
+        largest <= 4 << 20,
+        "{name}: allocated {largest} bytes for a {}-byte packet",
+        payload.len()
+    );
     assert_eq!(open_fds(), before, "{name}: fd leak");
     // Usable: a valid `T` cannot be built generically, so check the next packet is read
     // (a garbage one gives a fresh error, not a hang or a stale state).
     send(&raw, b"next", &[]);
-    assert!(is_protocol(&rx.recv_timeout(Duration::from_secs(10)).unwrap_err()));
+    assert!(is_protocol(
+        &rx.recv_timeout(Duration::from_secs(10)).unwrap_err()
+    ));
     println!("{name}: {err} (largest allocation {largest} bytes)");
 }
 
@@ -410,12 +480,18 @@ fn huge_length_claims_allocate_nothing_big() {
     huge_claim::<serde_bytes::ByteBuf>("bytes of 2^60", &claim(1 << 60, &[1, 2, 3]));
     huge_claim::<String>("String of 2^60", &claim(1 << 60, b"abc"));
     huge_claim::<String>("String of u64::MAX", &claim(u64::MAX, b"abc"));
-    huge_claim::<Vec<String>>("Vec<String> of 2^60", &claim(1 << 60, &[3, b'a', b'b', b'c']));
+    huge_claim::<Vec<String>>(
+        "Vec<String> of 2^60",
+        &claim(1 << 60, &[3, b'a', b'b', b'c']),
+    );
     huge_claim::<Vec<Vec<u8>>>("Vec<Vec<u8>> of 2^40", &claim(1 << 40, &varint(1 << 40)));
     huge_claim::<std::collections::HashMap<u32, String>>("HashMap of 2^60", &claim(1 << 60, &[]));
     // Just above what the packet holds, and just inside the codec's limit.
     huge_claim::<serde_bytes::ByteBuf>("bytes of 1 MiB", &claim(1 << 20, &[0; 64]));
-    huge_claim::<Msg>("Msg whose text claims 2^60", &[&[7u8][..], &varint(1 << 60), b"abc"].concat());
+    huge_claim::<Msg>(
+        "Msg whose text claims 2^60",
+        &[&[7u8][..], &varint(1 << 60), b"abc"].concat(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,7 +535,11 @@ fn fds_more_fewer_out_of_range_twice() {
         );
     }
     let p = inline(&msg_payload(1, "x", 1 << 40), 1);
-    case("fd index 2^40", |raw| send(raw, &p, &[sealed(b"f").as_fd()]), is_decode);
+    case(
+        "fd index 2^40",
+        |raw| send(raw, &p, &[sealed(b"f").as_fd()]),
+        is_decode,
+    );
     // The same index twice (through a `Two`: the first field is decoded, then refused).
     {
         let (raw, rx) = pair::<Two>();
@@ -506,7 +586,11 @@ fn max_fds_on_a_tiny_message() {
     );
     // The header disagrees: refused, all closed.
     let p = inline(&msg_payload(1, "tiny", 0), 0);
-    case("253 fds, header says 0", |raw| send(raw, &p, &many), is_protocol);
+    case(
+        "253 fds, header says 0",
+        |raw| send(raw, &p, &many),
+        is_protocol,
+    );
     // The same 253 fds split over two SCM_RIGHTS control messages in one packet.
     let p = inline(&msg_payload(1, "tiny", 252), 253);
     case_with(
@@ -533,7 +617,11 @@ fn max_fds_on_a_tiny_message() {
 /// `kind` accepts.
 fn bad_frozen(name: &str, fd: BorrowedFd<'_>, kind: impl Fn(&FrozenErrorKind) -> bool) {
     let p = inline(&msg_payload(9, "bad", 0), 1);
-    case(name, |raw| send(raw, &p, &[fd]), |e| matches!(e, Error::BadBuffer { index: 0, kind: k, .. } if kind(k)));
+    case(
+        name,
+        |raw| send(raw, &p, &[fd]),
+        |e| matches!(e, Error::BadBuffer { index: 0, kind: k, .. } if kind(k)),
+    );
 }
 
 fn not_sealed(k: &FrozenErrorKind) -> bool {
@@ -541,19 +629,30 @@ fn not_sealed(k: &FrozenErrorKind) -> bool {
 }
 
 fn not_memfd(k: &FrozenErrorKind) -> bool {
-    matches!(k, FrozenErrorKind::NotMemfd(_) | FrozenErrorKind::NotReadable(_))
+    matches!(
+        k,
+        FrozenErrorKind::NotMemfd(_) | FrozenErrorKind::NotReadable(_)
+    )
 }
 
 #[test]
 fn unsealed_and_partially_sealed_memfds() {
     let _g = lock();
-    bad_frozen("unsealed memfd", memfd_with(b"data", &[]).as_fd(), not_sealed);
+    bad_frozen(
+        "unsealed memfd",
+        memfd_with(b"data", &[]).as_fd(),
+        not_sealed,
+    );
     bad_frozen(
         "memfd sealed FutureWrite|Shrink",
         memfd_with(b"data", &[Seal::FutureWrite, Seal::Shrink]).as_fd(),
         not_sealed,
     );
-    bad_frozen("memfd sealed Write only", memfd_with(b"data", &[Seal::Write]).as_fd(), not_sealed);
+    bad_frozen(
+        "memfd sealed Write only",
+        memfd_with(b"data", &[Seal::Write]).as_fd(),
+        not_sealed,
+    );
     bad_frozen(
         "memfd sealed Write|Grow|Seal (no Shrink)",
         memfd_with(b"data", &[Seal::Write, Seal::Grow, Seal::Seal]).as_fd(),
@@ -564,15 +663,25 @@ fn unsealed_and_partially_sealed_memfds() {
         memfd_with(b"data", &[Seal::Shrink, Seal::Grow, Seal::Seal]).as_fd(),
         not_sealed,
     );
-    let unsealable = CreateOptions::new().allow_sealing(false).create("no-sealing").unwrap();
+    let unsealable = CreateOptions::new()
+        .allow_sealing(false)
+        .create("no-sealing")
+        .unwrap();
     unsealable.as_file().write_all(b"data").unwrap();
-    bad_frozen("memfd created without sealing", unsealable.as_fd(), not_sealed);
+    bad_frozen(
+        "memfd created without sealing",
+        unsealable.as_fd(),
+        not_sealed,
+    );
     // The error names the fd index and the seals found and required.
     let (raw, rx) = pair::<Msg>();
     let m = memfd_with(b"data", &[Seal::Shrink]);
     send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[m.as_fd()]);
     let text = rx.recv().unwrap_err().to_string();
-    assert!(text.contains("fd #0") && text.contains("Shrink") && text.contains("Write"), "{text}");
+    assert!(
+        text.contains("fd #0") && text.contains("Shrink") && text.contains("Write"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -583,7 +692,9 @@ fn other_kinds_of_fd_where_a_frozen_is_expected() {
     if let Ok(mut shm) = std::fs::File::create(&shm_path) {
         std::fs::remove_file(&shm_path).unwrap();
         shm.write_all(b"data").unwrap();
-        bad_frozen("/dev/shm file", shm.as_fd(), |k| !matches!(k, FrozenErrorKind::Io(_)));
+        bad_frozen("/dev/shm file", shm.as_fd(), |k| {
+            !matches!(k, FrozenErrorKind::Io(_))
+        });
     } else {
         println!("skipped: /dev/shm is not writable here");
     }
@@ -608,24 +719,45 @@ fn other_kinds_of_fd_where_a_frozen_is_expected() {
     // An O_PATH fd of a properly sealed memfd: cannot be read or mapped.
     let good = sealed(b"sealed, but reached through O_PATH");
     let proc_path = format!("/proc/self/fd/{}", good.as_fd().as_raw_fd());
-    let opath: OwnedFd =
-        open(proc_path.as_str(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+    let opath: OwnedFd = open(
+        proc_path.as_str(),
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
     bad_frozen("O_PATH fd of a sealed memfd", opath.as_fd(), not_memfd);
     // A write-only reopen of a sealed memfd: cannot be mapped for reading.
-    let wronly: OwnedFd =
-        open(proc_path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+    let wronly: OwnedFd = open(
+        proc_path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
     bad_frozen("O_WRONLY fd of a sealed memfd", wronly.as_fd(), not_memfd);
     // A read-only reopen of the same sealed memfd is fine: same inode, same seals.
-    let rdonly: OwnedFd =
-        open(proc_path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+    let rdonly: OwnedFd = open(
+        proc_path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
     let (raw, rx) = pair::<Msg>();
     send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[rdonly.as_fd()]);
-    assert_eq!(&rx.recv().unwrap().frozen[..], b"sealed, but reached through O_PATH");
+    assert_eq!(
+        &rx.recv().unwrap().frozen[..],
+        b"sealed, but reached through O_PATH"
+    );
 }
 
 fn tempfile_in_tmp() -> std::fs::File {
     let path = std::env::temp_dir().join(format!("memfile-hostile-{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     f.write_all(b"data").unwrap();
     f
@@ -635,7 +767,11 @@ fn tempfile_in_tmp() -> std::fs::File {
 fn hugetlb_memfd() {
     let _g = lock();
     let size = HugeTlb::Huge2MB.size_bytes();
-    let Ok(m) = CreateOptions::new().allow_sealing(true).huge_tlb(HugeTlb::Huge2MB).create("hostile-huge") else {
+    let Ok(m) = CreateOptions::new()
+        .allow_sealing(true)
+        .huge_tlb(HugeTlb::Huge2MB)
+        .create("hostile-huge")
+    else {
         println!("skipped: the kernel cannot create 2 MiB hugetlb memfds here");
         return;
     };
@@ -648,14 +784,21 @@ fn hugetlb_memfd() {
     let free = std::fs::read_to_string("/proc/meminfo")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:").map(|v| v.trim().parse::<u64>().unwrap()))
+        .find_map(|l| {
+            l.strip_prefix("HugePages_Free:")
+                .map(|v| v.trim().parse::<u64>().unwrap())
+        })
         .unwrap_or(0);
     if free == 0 {
         println!("skipped: no free huge pages (HugePages_Free = 0) for the fully backed case");
         return;
     }
     println!("hugetlb: {free} huge pages free, testing a fully backed sealed hugetlb memfd");
-    let full = CreateOptions::new().allow_sealing(true).huge_tlb(HugeTlb::Huge2MB).create("full").unwrap();
+    let full = CreateOptions::new()
+        .allow_sealing(true)
+        .huge_tlb(HugeTlb::Huge2MB)
+        .create("full")
+        .unwrap();
     full.set_len(size).unwrap();
     if full.allocate(0, size).is_err() {
         println!("skipped: could not allocate a huge page");
@@ -682,9 +825,11 @@ fn sparse_terabyte_over_the_mapped_bytes_limit() {
     let huge = MemFile::create_sealable("terabyte").unwrap();
     huge.set_len(1 << 40).unwrap();
     let huge = memfd_seal_all(huge);
-    bad_frozen("sparse 1 TiB sealed memfd", huge.as_fd(), |k| {
-        matches!(k, FrozenErrorKind::TooLarge { len, max } if *len == 1 << 40 && *max == Limits::DEFAULT_MAX_MAPPED_BYTES)
-    });
+    bad_frozen(
+        "sparse 1 TiB sealed memfd",
+        huge.as_fd(),
+        |k| matches!(k, FrozenErrorKind::TooLarge { len, max } if *len == 1 << 40 && *max == Limits::DEFAULT_MAX_MAPPED_BYTES),
+    );
     // The budget is per message: two buffers that fit alone do not fit together.
     let (raw, rx) = pair::<Two>();
     let rx = rx.with_limits(Limits::default().max_mapped_bytes(1 << 20));
@@ -693,10 +838,21 @@ fn sparse_terabyte_over_the_mapped_bytes_limit() {
     send(&raw, &inline(&[0, 1], 2), &[a.as_fd(), b.as_fd()]);
     let e = rx.recv().unwrap_err();
     assert!(
-        matches!(e, Error::BadBuffer { index: 1, kind: FrozenErrorKind::TooLarge { .. }, .. }),
+        matches!(
+            e,
+            Error::BadBuffer {
+                index: 1,
+                kind: FrozenErrorKind::TooLarge { .. },
+                ..
+            }
+        ),
         "{e:?}"
     );
-    assert_eq!(open_fds(), before + 2, "only the sender's own two fds remain");
+    assert_eq!(
+        open_fds(),
+        before + 2,
+        "only the sender's own two fds remain"
+    );
     drop((a, b));
     // And as a spilled payload: refused by the header's length, before any mapping.
     let p = header(1, FLAG_SPILLED, 1, 0, 1 << 40);
@@ -722,7 +878,16 @@ fn bad_spilled_payloads() {
             let m = memfd_with(&payload, &[]);
             send(raw, &spilled(2, n), &[sealed(b"f").as_fd(), m.as_fd()]);
         },
-        |e| matches!(e, Error::BadBuffer { index: 1, kind: FrozenErrorKind::NotSealed { .. }, .. }),
+        |e| {
+            matches!(
+                e,
+                Error::BadBuffer {
+                    index: 1,
+                    kind: FrozenErrorKind::NotSealed { .. },
+                    ..
+                }
+            )
+        },
     );
     case(
         "spilled payload sealed FutureWrite|Shrink",
@@ -734,12 +899,33 @@ fn bad_spilled_payloads() {
     );
     case(
         "spilled memfd larger than the header says",
-        |raw| send(raw, &spilled(2, n - 1), &[sealed(b"f").as_fd(), sealed(&payload).as_fd()]),
-        |e| matches!(e, Error::BadBuffer { index: 1, kind: FrozenErrorKind::TooLarge { .. }, .. }),
+        |raw| {
+            send(
+                raw,
+                &spilled(2, n - 1),
+                &[sealed(b"f").as_fd(), sealed(&payload).as_fd()],
+            )
+        },
+        |e| {
+            matches!(
+                e,
+                Error::BadBuffer {
+                    index: 1,
+                    kind: FrozenErrorKind::TooLarge { .. },
+                    ..
+                }
+            )
+        },
     );
     case(
         "spilled memfd smaller than the header says",
-        |raw| send(raw, &spilled(2, n + 100), &[sealed(b"f").as_fd(), sealed(&payload).as_fd()]),
+        |raw| {
+            send(
+                raw,
+                &spilled(2, n + 100),
+                &[sealed(b"f").as_fd(), sealed(&payload).as_fd()],
+            )
+        },
         is_protocol,
     );
     case(
@@ -768,21 +954,40 @@ fn bad_spilled_payloads() {
     let own = msg_payload(5, "spilled", 1);
     case(
         "field refers to the spill memfd",
-        |raw| send(raw, &spilled(2, own.len() as u64), &[sealed(b"f").as_fd(), sealed(&own).as_fd()]),
+        |raw| {
+            send(
+                raw,
+                &spilled(2, own.len() as u64),
+                &[sealed(b"f").as_fd(), sealed(&own).as_fd()],
+            )
+        },
         |e| matches!(e, Error::FdIndexOutOfRange { index: 1, count: 1 }),
     );
     // Above the receiver's message limit: refused by the header, nothing mapped.
     case_with(
         "spilled payload over max_message_bytes",
         Limits::default().max_message_bytes(8),
-        |raw| send(raw, &spilled(2, n), &[sealed(b"f").as_fd(), sealed(&payload).as_fd()]),
+        |raw| {
+            send(
+                raw,
+                &spilled(2, n),
+                &[sealed(b"f").as_fd(), sealed(&payload).as_fd()],
+            )
+        },
         |e| matches!(e, Error::MessageTooLarge { size: 10, max: 8 }),
     );
     // And a well-formed spilled packet is accepted.
     let (raw, rx) = pair::<Msg>();
-    send(&raw, &spilled(2, n), &[sealed(b"field").as_fd(), sealed(&payload).as_fd()]);
+    send(
+        &raw,
+        &spilled(2, n),
+        &[sealed(b"field").as_fd(), sealed(&payload).as_fd()],
+    );
     let m = rx.recv().unwrap();
-    assert_eq!((m.seq, m.text.as_str(), &m.frozen[..]), (5, "spilled", &b"field"[..]));
+    assert_eq!(
+        (m.seq, m.text.as_str(), &m.frozen[..]),
+        (5, "spilled", &b"field"[..])
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -795,7 +1000,11 @@ fn peer_cannot_change_a_frozen_after_sending_it() {
     // The peer keeps a writable descriptor of its own buffer (a reopen through /proc).
     let frozen = sealed(&content);
     let path = format!("/proc/self/fd/{}", frozen.as_fd().as_raw_fd());
-    let rw = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let rw = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let (raw, rx) = pair::<Msg>();
     send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[frozen.as_fd()]);
     drop(frozen);
@@ -811,8 +1020,14 @@ fn peer_cannot_change_a_frozen_after_sending_it() {
     eperm("ftruncate (to zero)", rw.set_len(0));
     eperm("ftruncate (grow)", rw.set_len(1 << 20));
     let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-    eperm("punch a hole", fallocate(&rw, punch, 0, 4096).map_err(Into::into));
-    assert_eq!(mmap_shared(&rw, libc::PROT_READ | libc::PROT_WRITE), Err(Errno::EPERM));
+    eperm(
+        "punch a hole",
+        fallocate(&rw, punch, 0, 4096).map_err(Into::into),
+    );
+    assert_eq!(
+        mmap_shared(&rw, libc::PROT_READ | libc::PROT_WRITE),
+        Err(Errno::EPERM)
+    );
     // Seals cannot be removed, and (sealed Seal) not even added.
     let future = nix::fcntl::SealFlag::F_SEAL_FUTURE_WRITE;
     let add = nix::fcntl::fcntl(&rw, nix::fcntl::FcntlArg::F_ADD_SEALS(future));
@@ -824,7 +1039,11 @@ fn peer_cannot_change_a_frozen_after_sending_it() {
     assert_eq!(Errno::result(r), Err(Errno::EACCES));
     // SAFETY: unmapping the mapping made above, which nothing else refers to.
     unsafe { libc::munmap(addr, 4096) };
-    assert_eq!(&got.frozen[..], &content[..], "the receiver's bytes changed");
+    assert_eq!(
+        &got.frozen[..],
+        &content[..],
+        "the receiver's bytes changed"
+    );
     assert_eq!(got.frozen.len(), content.len());
 }
 
@@ -833,9 +1052,20 @@ fn mmap_shared(file: &std::fs::File, prot: libc::c_int) -> Result<*mut libc::c_v
     // SAFETY: a fresh mapping at an address the kernel picks; it aliases nothing of ours, and
     // the callers never dereference it.
     let addr = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
     };
-    if addr == libc::MAP_FAILED { Err(Errno::last()) } else { Ok(addr) }
+    if addr == libc::MAP_FAILED {
+        Err(Errno::last())
+    } else {
+        Ok(addr)
+    }
 }
 
 /// Sealed `Write | Shrink` without `Grow`: the peer may grow the file after sending it, which
@@ -863,7 +1093,9 @@ const ROLE: &str = "HOSTILE_CHILD";
 /// The child side: dispatches on the role; in a normal run there is nothing to do.
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     match role.as_str() {
         "spilled_claim" => child_spilled_claim(),
         "zero_sized_elements" => child_zero_sized_elements(),
@@ -901,7 +1133,11 @@ fn run_child(role: &str, limit: Duration) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{role}: the receiver died ({}):\n{text}", out.status);
+    assert!(
+        out.status.success(),
+        "{role}: the receiver died ({}):\n{text}",
+        out.status
+    );
     text
 }
 
@@ -920,7 +1156,10 @@ fn child_spilled_claim() {
     send(&raw, &header(1, FLAG_SPILLED, 1, 0, len), &[m.as_fd()]);
     let r = rx.recv_timeout(Duration::from_secs(30));
     println!("RESULT {r:?}");
-    assert!(matches!(r, Err(Error::Codec { .. } | Error::MessageTooLarge { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Codec { .. } | Error::MessageTooLarge { .. })),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -41,7 +41,10 @@ const PRODUCERS: u32 = 4;
 const DEFAULT_MESSAGES: u64 = 20_000;
 
 fn messages() -> u64 {
-    std::env::var("MEMFILE_LOAD_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_MESSAGES)
+    std::env::var("MEMFILE_LOAD_MESSAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_MESSAGES)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,7 +71,11 @@ const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 /// (300 KiB, above the ~200 KiB inline limit), one in 7 carries a sealed buffer.
 fn shape(producer: u32, seq: u64) -> (usize, Option<usize>) {
     let x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ producer as u64;
-    let inline = if seq % 101 == 100 { 300 << 10 } else { 8 + (x % 2000) as usize };
+    let inline = if seq % 101 == 100 {
+        300 << 10
+    } else {
+        8 + (x % 2000) as usize
+    };
     let buffer = (seq % 7 == 3).then(|| 1 + (x >> 20) as usize % (64 << 10));
     (inline, buffer)
 }
@@ -87,7 +94,9 @@ fn fill(len: usize, seed: u64) -> Vec<u8> {
 
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     assert_eq!(role, "producer");
     let path = std::env::var("LOAD_PATH").unwrap();
     let producer: u32 = std::env::var("LOAD_ID").unwrap().parse().unwrap();
@@ -102,7 +111,14 @@ fn child() {
             checksum = fnv(checksum, &b);
             Fd::new(Frozen::from_bytes("load", &b).unwrap())
         });
-        tx.send(&Load { producer, seq, checksum, bytes, buffer }).unwrap();
+        tx.send(&Load {
+            producer,
+            seq,
+            checksum,
+            bytes,
+            buffer,
+        })
+        .unwrap();
     }
 }
 
@@ -118,7 +134,10 @@ fn consume(rx: memfile_ipc::Receiver<Load>) -> (u32, u64, u64, u64) {
         };
         let p = *producer.get_or_insert(m.producer);
         assert_eq!(m.producer, p, "messages of two producers on one connection");
-        assert_eq!(m.seq, next, "producer {p}: out of order, lost or duplicated");
+        assert_eq!(
+            m.seq, next,
+            "producer {p}: out of order, lost or duplicated"
+        );
         let mut sum = fnv(FNV_START, &m.bytes);
         if let Some(b) = &m.buffer {
             sum = fnv(sum, b);
@@ -126,7 +145,10 @@ fn consume(rx: memfile_ipc::Receiver<Load>) -> (u32, u64, u64, u64) {
         }
         assert_eq!(sum, m.checksum, "producer {p} message {next}: checksum");
         let (inline, buffer) = shape(p, next);
-        assert_eq!((m.bytes.len(), m.buffer.as_ref().map(|b| b.len())), (inline, buffer));
+        assert_eq!(
+            (m.bytes.len(), m.buffer.as_ref().map(|b| b.len())),
+            (inline, buffer)
+        );
         spilled += u64::from(inline > 200 << 10);
         next += 1;
     }
@@ -162,7 +184,9 @@ fn four_producers_one_consumer() {
         .collect();
     let consumers: Vec<_> = (0..PRODUCERS)
         .map(|_| {
-            let (_tx, rx) = listener.accept_timeout::<(), Load>(Duration::from_secs(60)).unwrap();
+            let (_tx, rx) = listener
+                .accept_timeout::<(), Load>(Duration::from_secs(60))
+                .unwrap();
             thread::spawn(move || consume(rx))
         })
         .collect();

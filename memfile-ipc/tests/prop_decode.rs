@@ -59,8 +59,14 @@ enum FdKind {
 
 fn make_fd(kind: FdKind) -> OwnedFd {
     match kind {
-        FdKind::Sealed => Frozen::from_bytes("prop", b"sealed bytes").unwrap().try_clone_fd().unwrap(),
-        FdKind::EmptySealed => Frozen::from_bytes("prop", b"").unwrap().try_clone_fd().unwrap(),
+        FdKind::Sealed => Frozen::from_bytes("prop", b"sealed bytes")
+            .unwrap()
+            .try_clone_fd()
+            .unwrap(),
+        FdKind::EmptySealed => Frozen::from_bytes("prop", b"")
+            .unwrap()
+            .try_clone_fd()
+            .unwrap(),
         FdKind::Unsealed => {
             let m = MemFile::create_sealable("prop").unwrap();
             m.as_file().write_all(b"unsealed").unwrap();
@@ -122,7 +128,9 @@ fn valid_packet(p: &Parts) -> (Vec<u8>, Vec<OwnedFd>) {
         bytes,
         shape,
         buffer: with_buffer.then(|| Fd::new(Frozen::from_bytes("valid", b"buffer").unwrap())),
-        others: (0..others).map(|_| Fd::new(make_fd(FdKind::DevNull))).collect(),
+        others: (0..others)
+            .map(|_| Fd::new(make_fd(FdKind::DevNull)))
+            .collect(),
     };
     let (a, b) = RawSocket::pair().unwrap();
     Sender::<Msg>::from_raw(Arc::new(a)).send(&msg).unwrap();
@@ -209,7 +217,9 @@ fn check_receive(packet: &[u8], fds: Vec<OwnedFd>) -> Result<(), TestCaseError> 
     match &result {
         Ok(_) => {}
         Err(Error::WouldBlock | Error::Disconnected | Error::Timeout | Error::Io { .. }) => {
-            return Err(TestCaseError::fail(format!("not a per-message error: {result:?}")));
+            return Err(TestCaseError::fail(format!(
+                "not a per-message error: {result:?}"
+            )));
         }
         Err(e) => prop_assert!(!e.to_string().is_empty()),
     }
@@ -227,13 +237,24 @@ fn check_receive(packet: &[u8], fds: Vec<OwnedFd>) -> Result<(), TestCaseError> 
     };
     Sender::<Msg>::from_raw(peer).send(&good).unwrap();
     let next = rx.try_recv();
-    prop_assert!(matches!(&next, Ok(m) if m.text == "next"), "receiver unusable: {:?}", next);
+    prop_assert!(
+        matches!(&next, Ok(m) if m.text == "next"),
+        "receiver unusable: {:?}",
+        next
+    );
     Ok(())
 }
 
 fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(cases);
-    ProptestConfig { cases, max_shrink_iters: 200, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 200,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

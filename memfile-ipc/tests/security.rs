@@ -44,7 +44,11 @@ fn inheritable(fd: BorrowedFd<'_>) -> OwnedFd {
 /// The targets of the fds an exec'd program inherits from this process, as that program
 /// sees them (`ls -l /proc/self/fd` lists its own fd table, inherited fds included).
 fn fds_of_an_execd_child() -> String {
-    let out = Command::new("ls").args(["-l", "/proc/self/fd/"]).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new("ls")
+        .args(["-l", "/proc/self/fd/"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -76,7 +80,10 @@ fn received_fds_are_close_on_exec() {
     let control = MemFile::create_default(&format!("{marker}-control")).unwrap();
     let control = inheritable(control.as_fd());
     let listing = fds_of_an_execd_child();
-    assert!(listing.contains(&format!("{marker}-control")), "the check cannot see fds:\n{listing}");
+    assert!(
+        listing.contains(&format!("{marker}-control")),
+        "the check cannot see fds:\n{listing}"
+    );
     drop(control);
 
     // Through the raw layer.
@@ -88,7 +95,11 @@ fn received_fds_are_close_on_exec() {
     b.recv(&mut buf, &mut raw_fds, RecvMode::Blocking).unwrap();
     assert_eq!(raw_fds.len(), 4);
     for fd in &raw_fds {
-        assert!(is_cloexec(fd.as_fd()), "fd {} received without FD_CLOEXEC", fd.as_raw_fd());
+        assert!(
+            is_cloexec(fd.as_fd()),
+            "fd {} received without FD_CLOEXEC",
+            fd.as_raw_fd()
+        );
     }
 
     // Through the typed layer, every kind of fd field.
@@ -97,7 +108,9 @@ fn received_fds_are_close_on_exec() {
     let mut packet = b"MFIP\x01\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00".to_vec();
     packet.extend_from_slice(&4u64.to_le_bytes());
     packet.extend_from_slice(&[0, 1, 2, 3]);
-    bundle_raw.send(&[IoSlice::new(&packet)], &borrowed).unwrap();
+    bundle_raw
+        .send(&[IoSlice::new(&packet)], &borrowed)
+        .unwrap();
     let bundle = typed_rx.recv().unwrap();
     let typed: Vec<RawFd> = vec![
         bundle.frozen.as_fd().as_raw_fd(),
@@ -108,21 +121,42 @@ fn received_fds_are_close_on_exec() {
     for &fd in &typed {
         // SAFETY: `fd` belongs to `bundle`, alive until the end of this test.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        assert!(is_cloexec(fd), "typed field fd {} without FD_CLOEXEC", fd.as_raw_fd());
+        assert!(
+            is_cloexec(fd),
+            "typed field fd {} without FD_CLOEXEC",
+            fd.as_raw_fd()
+        );
     }
 
     // An exec'd child inherits none of them: neither the memfds by name nor any fd number
     // that is a received one.
     drop(sent);
     let listing = fds_of_an_execd_child();
-    assert!(!listing.contains(&marker), "a received fd leaked into the child:\n{listing}");
+    assert!(
+        !listing.contains(&marker),
+        "a received fd leaked into the child:\n{listing}"
+    );
     let inherited: Vec<RawFd> = listing
         .lines()
-        .filter_map(|l| l.split(" -> ").next()?.split_whitespace().last()?.parse().ok())
+        .filter_map(|l| {
+            l.split(" -> ")
+                .next()?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()
+        })
         .collect();
     // 0-2 are stdio, 3 is the directory `ls` reads.
-    for fd in raw_fds.iter().map(|f| f.as_raw_fd()).chain(typed.iter().copied()) {
-        assert!(fd <= 3 || !inherited.contains(&fd), "fd {fd} leaked into the child:\n{listing}");
+    for fd in raw_fds
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain(typed.iter().copied())
+    {
+        assert!(
+            fd <= 3 || !inherited.contains(&fd),
+            "fd {fd} leaked into the child:\n{listing}"
+        );
     }
     drop((bundle, frozen, memfile));
 }
@@ -169,29 +203,47 @@ fn no_window_between_receipt_and_close_on_exec() {
     let mut leaks = Vec::new();
     for _ in 0..30 {
         let listing = fds_of_an_execd_child();
-        leaks.extend(listing.lines().filter(|l| l.contains(&marker)).map(str::to_owned));
+        leaks.extend(
+            listing
+                .lines()
+                .filter(|l| l.contains(&marker))
+                .map(str::to_owned),
+        );
     }
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
     let received = receiver.join().unwrap();
     assert!(received > 0);
-    assert!(leaks.is_empty(), "received fds seen by spawned programs: {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "received fds seen by spawned programs: {leaks:?}"
+    );
     println!("{received} fds received while 30 programs were spawned: none inherited");
 }
 
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
     let path = std::env::var("SECURITY_PATH").unwrap();
     nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
     nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).unwrap();
     match (role.as_str(), connect_raw(&path)) {
         ("denied", Err(Error::Io { source, .. })) => {
-            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
+            assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{source}"
+            );
         }
         ("rejected", Ok(s)) => {
             let mut buf = [0u8; 8];
-            let r = s.recv(&mut buf, &mut Vec::new(), RecvMode::Deadline(std::time::Instant::now() + Duration::from_secs(20)));
+            let r = s.recv(
+                &mut buf,
+                &mut Vec::new(),
+                RecvMode::Deadline(std::time::Instant::now() + Duration::from_secs(20)),
+            );
             assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
         }
         (role, other) => panic!("{role}: {other:?}"),
@@ -222,11 +274,20 @@ fn path_listener_refuses_another_uid_twice() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.join("listener.sock");
     let listener = Listener::bind(&path).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // Layer 1: file permissions. (Root passes them, a uid-65534 process does not.)
     let mut child = run_as_nobody("denied", &path);
-    assert!(child.wait().unwrap().success(), "uid 65534 could connect to a 0600 socket");
-    assert!(matches!(listener.try_accept::<(), ()>(), Err(Error::WouldBlock)));
+    assert!(
+        child.wait().unwrap().success(),
+        "uid 65534 could connect to a 0600 socket"
+    );
+    assert!(matches!(
+        listener.try_accept::<(), ()>(),
+        Err(Error::WouldBlock)
+    ));
     // Layer 2: the credential policy.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut child = run_as_nobody("rejected", &path);
@@ -234,8 +295,10 @@ fn path_listener_refuses_another_uid_twice() {
         Err(Error::PeerRejected { uid: 65534, .. }) => {}
         other => panic!("expected PeerRejected, got {:?}", other.map(|_| ())),
     }
-    assert!(child.wait().unwrap().success(), "the refused child did not see Disconnected");
+    assert!(
+        child.wait().unwrap().success(),
+        "the refused child did not see Disconnected"
+    );
     drop(listener);
     std::fs::remove_dir_all(&dir).unwrap();
 }
-
