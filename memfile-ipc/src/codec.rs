@@ -110,6 +110,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], scope: &DecodeScope) -> 
             }
         };
     }
+    let _elements = ElementBudget::set(len);
     let result = tiers!(16 18 20 22 24 26 28 30 32 34 36 38 40 42 44);
     match result {
         Ok((value, used)) if used == len => Ok(value),
@@ -291,6 +292,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
+        ElementBudget::take()?;
         self.0.next_element_seed(Seed(seed))
     }
 
@@ -306,6 +308,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        ElementBudget::take()?;
         self.0.next_key_seed(Seed(seed))
     }
 
@@ -353,5 +356,97 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
         visitor: V,
     ) -> Result<V::Value, A::Error> {
         self.0.struct_variant(fields, Wrap(visitor))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounding the number of collection elements.
+//
+// Every element of a sequence or map costs at least one byte on the wire, except elements
+// of zero-sized types (`Vec<()>`, `[(); N]`, unit structs): for those bincode reads nothing,
+// so a 9-byte payload claiming 2^60 of them would keep the receiver busy for ever. Each
+// decode gets a budget of one element per payload byte plus `ELEMENT_SLACK`, which no
+// message with real data can exceed.
+
+/// Elements allowed beyond one per payload byte (for small collections of zero-sized values).
+const ELEMENT_SLACK: u64 = 1 << 16;
+
+std::thread_local! {
+    static ELEMENTS_LEFT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
+/// Sets the element budget of one decode and restores the previous one when dropped.
+struct ElementBudget(u64);
+
+impl ElementBudget {
+    fn set(payload_len: usize) -> ElementBudget {
+        let budget = (payload_len as u64).saturating_add(ELEMENT_SLACK);
+        ElementBudget(ELEMENTS_LEFT.with(|c| c.replace(budget)))
+    }
+
+    /// Counts one element against the budget of the running decode.
+    fn take<E: de::Error>() -> Result<(), E> {
+        ELEMENTS_LEFT.with(|c| match c.get() {
+            0 => Err(E::custom(format_args!(
+                "the message holds more collection elements than its bytes can encode \
+                 (one per byte plus {ELEMENT_SLACK})"
+            ))),
+            n => {
+                c.set(n - 1);
+                Ok(())
+            }
+        })
+    }
+}
+
+impl Drop for ElementBudget {
+    fn drop(&mut self) {
+        ELEMENTS_LEFT.with(|c| c.set(self.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bincode's standard varint for `n` (0xfd = u64 follows).
+    fn varint_u64(n: u64) -> Vec<u8> {
+        let mut v = vec![0xfd];
+        v.extend_from_slice(&n.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn zero_sized_elements_cannot_keep_the_receiver_busy() {
+        let scope = DecodeScope::begin(Vec::new(), 0);
+        let payload = varint_u64(1 << 60);
+        let start = std::time::Instant::now();
+        let err = decode::<Vec<()>>(&payload, &scope).expect_err("2^60 units accepted");
+        assert!(
+            matches!(
+                err,
+                Error::Codec {
+                    encoding: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("collection elements"), "{err}");
+        // The budget is one element per byte plus the slack: nowhere near 2^60 steps.
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn small_collections_of_zero_sized_values_still_decode() {
+        let scope = DecodeScope::begin(Vec::new(), 0);
+        let payload = encode_plain(&vec![(); 1000]);
+        assert_eq!(decode::<Vec<()>>(&payload, &scope).unwrap().len(), 1000);
+        let payload = encode_plain(&vec![7u8; 100_000]);
+        assert_eq!(decode::<Vec<u8>>(&payload, &scope).unwrap().len(), 100_000);
+    }
+
+    fn encode_plain<T: Serialize>(value: &T) -> Vec<u8> {
+        bincode::serde::encode_to_vec(value, config::standard()).unwrap()
     }
 }
