@@ -433,7 +433,7 @@ fn interrupted_blocking_send_is_retried() {
         Err(Error::Disconnected)
     ));
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
-    assert!(handled > 20, "only {handled} signals handled");
+    assert!(handled > 0, "no signal handled");
     println!("send: {handled} signals handled, {N} messages in order");
 }
 

@@ -26,12 +26,15 @@ struct BytesMsg {
 }
 
 trait Msg: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The last part of the child role names (`typed.ours.vec`, ...).
+    const KIND: &'static str;
     fn new(data: Vec<u8>) -> Self;
     fn data(&self) -> &[u8];
     fn data_mut(&mut self) -> &mut [u8];
 }
 
 impl Msg for VecMsg {
+    const KIND: &'static str = "vec";
     fn new(data: Vec<u8>) -> Self {
         VecMsg { id: 1, data }
     }
@@ -44,6 +47,7 @@ impl Msg for VecMsg {
 }
 
 impl Msg for BytesMsg {
+    const KIND: &'static str = "bytes";
     fn new(data: Vec<u8>) -> Self {
         BytesMsg { id: 1, data }
     }
@@ -97,12 +101,7 @@ pub fn child(a: &ChildArgs) -> Option<Res<()>> {
 }
 
 fn role<M: Msg>(kind: &str) -> String {
-    let which = if std::any::type_name::<M>().ends_with("VecMsg") {
-        "vec"
-    } else {
-        "bytes"
-    };
-    format!("typed.{kind}.{which}")
+    format!("typed.{kind}.{}", M::KIND)
 }
 
 /// The message is built once (filled again per send) and sent by reference.
