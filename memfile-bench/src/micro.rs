@@ -224,7 +224,7 @@ pub fn codec() -> Res<()> {
     };
     let mut out: Vec<u8> = Vec::with_capacity(32 << 20);
     println!("16 MiB Vec<u8> field, bincode 2 serde, best of 5:");
-    time_once("encode, writer out of line (as memfile-ipc now)", 5, || {
+    time_once("encode, writer out of line (memfile-ipc before #[inline])", 5, || {
         out.clear();
         let mut w = CappedOutOfLine {
             out: &mut out,

@@ -75,10 +75,11 @@ impl WritableRegion {
     /// thread in the instant between this region's `mmap` and `madvise` still holds the
     /// mapping after a short retry (see `docs/safety.md`).
     pub fn freeze(self) -> io::Result<Frozen> {
+        let len = self.len();
         let WritableRegion { map, file } = self;
         // Unmap before sealing: F_SEAL_WRITE fails with EBUSY while it exists.
         drop(map);
-        freeze_unmapped(file)
+        freeze_unmapped(file, len)
     }
 }
 

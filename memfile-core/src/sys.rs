@@ -157,6 +157,37 @@ mod tests {
         assert!(err.ends_with("it is a socket"), "{err}");
     }
 
+    /// The fact `Frozen::from_fd` relies on to skip the `/proc` link: a tmpfs file made
+    /// by `open()` or `O_TMPFILE` can never gain a seal, so seals ⊇ Write|Shrink mean memfd.
+    #[test]
+    fn tmpfs_files_not_made_by_memfd_create_cannot_gain_seals() {
+        use nix::fcntl::{OFlag, open};
+        use nix::sys::stat::Mode;
+        let dir = std::path::Path::new("/dev/shm");
+        if nix::sys::statfs::statfs(dir).map_or(true, |fs| {
+            fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC
+        }) {
+            eprintln!("skipped: /dev/shm is not a tmpfs here");
+            return;
+        }
+        let rw = OFlag::O_RDWR | OFlag::O_CLOEXEC;
+        let path = dir.join(format!("memfile-sys-test-{}", std::process::id()));
+        let named = open(&path, rw | OFlag::O_CREAT | OFlag::O_EXCL, Mode::S_IRUSR).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let tmpfile = open(dir, rw | OFlag::O_TMPFILE, Mode::S_IRUSR).unwrap();
+        for fd in [named.as_fd(), tmpfile.as_fd()] {
+            assert_eq!(get_seals(fd).unwrap(), crate::Seal::Seal.into());
+            for seal in [
+                crate::Seal::Write,
+                crate::Seal::Shrink,
+                crate::Seal::FutureWrite,
+            ] {
+                let err = add_seals(fd, seal.into()).unwrap_err();
+                assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{seal:?}: {err}");
+            }
+        }
+    }
+
     #[test]
     fn a_linked_file_named_like_a_memfd_fails() {
         let fd = memfd();
@@ -188,6 +219,19 @@ pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether shmem transparent huge pages are on `advise`: then a memfd gets huge pages only
+/// through a mapping marked `MADV_HUGEPAGE`, never through `write`/`pwrite` (which have no
+/// mapping to ask on). Read once from `/sys/kernel/mm/transparent_hugepage/shmem_enabled`
+/// (the bracketed word is the setting) and cached: false when it cannot be read.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn shmem_thp_advise() -> bool {
+    static ADVISE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ADVISE.get_or_init(|| {
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+            .is_ok_and(|s| s.contains("[advise]"))
+    })
 }
 
 /// `memfd_create(name, flags)`; `flags` may hold bits nix has no names for.

@@ -32,6 +32,9 @@ struct CappedWriter<'a> {
 }
 
 impl Writer for CappedWriter<'_> {
+    // serde hands a plain `Vec<u8>` over one byte at a time: an out-of-line call per byte
+    // made encoding it 3–4× slower.
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let would_be = (self.out.len() - self.start) as u64 + bytes.len() as u64;
         if would_be > self.max {
@@ -281,8 +284,36 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Owned<V> {
     }
 
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        self.0.visit_byte_buf(v.to_vec())
+        self.0.visit_byte_buf(copy_to_vec(v))
     }
+}
+
+/// Byte buffers from this size up are copied into memory that asks for transparent huge
+/// pages: the size of one x86-64/arm64 PMD huge page.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// `bytes.to_vec()`, but for large buffers with `madvise(MADV_HUGEPAGE)` on the new `Vec`'s
+/// memory before it is written: under the common anonymous THP setting `madvise`, the copy
+/// then takes one fault per 2 MiB instead of one per 4 KiB.
+fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
+    if bytes.len() < 2 * HUGE_PAGE {
+        return bytes.to_vec();
+    }
+    let mut vec = Vec::with_capacity(bytes.len());
+    let spare = vec.spare_capacity_mut();
+    let start = (spare.as_mut_ptr() as usize).next_multiple_of(HUGE_PAGE);
+    let end = (spare.as_mut_ptr() as usize + spare.len()) / HUGE_PAGE * HUGE_PAGE;
+    if end > start {
+        // SAFETY: `start..end` lies inside the allocation `vec` owns (rounded inwards to
+        // whole huge pages, so page-aligned as madvise requires); MADV_HUGEPAGE only changes
+        // how its not yet touched memory will be backed, never the contents or the mapping's
+        // permissions. An error (a kernel without THP) just means no huge pages.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+    vec.extend_from_slice(bytes);
+    vec
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
@@ -444,6 +475,14 @@ mod tests {
         assert_eq!(decode::<Vec<()>>(&payload, &scope).unwrap().len(), 1000);
         let payload = encode_plain(&vec![7u8; 100_000]);
         assert_eq!(decode::<Vec<u8>>(&payload, &scope).unwrap().len(), 100_000);
+    }
+
+    #[test]
+    fn large_byte_buffers_are_copied_whole() {
+        // Above 2 huge pages: the huge-page path, with an odd length and offset.
+        let data: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i * 7 + 1) as u8).collect();
+        assert_eq!(copy_to_vec(&data[1..]), &data[1..]);
+        assert_eq!(copy_to_vec(&data[..100]), &data[..100]);
     }
 
     fn encode_plain<T: Serialize>(value: &T) -> Vec<u8> {
