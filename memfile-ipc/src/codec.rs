@@ -169,6 +169,7 @@ struct Seed<S>(S);
 macro_rules! forward {
     ($($method:ident($($arg:ident: $ty:ty),*);)*) => {
         $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            let _level = Depth::enter()?;
             self.0.$method($($arg,)* Wrap(visitor))
         })*
     };
@@ -433,6 +434,44 @@ impl ElementBudget {
 impl Drop for ElementBudget {
     fn drop(&mut self) {
         ELEMENTS_LEFT.with(|c| c.set(self.0));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounding the nesting depth.
+//
+// Each level of a recursive message type (`enum Tree { Leaf, Node(Box<Tree>) }`) costs one
+// byte on the wire but several hundred bytes of stack while it is decoded: a 200 KB packet of
+// nested variants overflowed a 2 MiB thread stack, which aborts the process. Like
+// serde_json, the decoder stops at `MAX_DEPTH` levels.
+
+/// The deepest nesting of values a received message may have.
+const MAX_DEPTH: u32 = 128;
+
+std::thread_local! {
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of nesting, counted while it is decoded.
+struct Depth;
+
+impl Depth {
+    fn enter<E: de::Error>() -> Result<Depth, E> {
+        DEPTH.with(|d| match d.get() {
+            depth if depth >= MAX_DEPTH => Err(E::custom(format_args!(
+                "the message nests values deeper than {MAX_DEPTH} levels"
+            ))),
+            depth => {
+                d.set(depth + 1);
+                Ok(Depth)
+            }
+        })
+    }
+}
+
+impl Drop for Depth {
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }
 

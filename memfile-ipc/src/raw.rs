@@ -264,9 +264,10 @@ impl RawSocket {
     ///
     /// A packet of zero bytes and no fds is `Ok(0)` while the peer is connected. At the
     /// syscall level it looks exactly like end-of-file, so it is told apart by asking
-    /// `poll` whether the peer has hung up; if the peer sends an empty packet as its very
-    /// last one and closes before we look, that packet is reported as
-    /// [`Error::Disconnected`]. (The typed layer never sends empty packets.)
+    /// `poll` whether the peer has hung up and, if it has, whether packets with bytes are
+    /// still queued behind this one; only if the peer's last packets are empty and it closes
+    /// before we look are they reported as [`Error::Disconnected`]. (The typed layer never
+    /// sends empty packets.)
     ///
     /// # Errors
     ///
@@ -284,7 +285,7 @@ impl RawSocket {
                 Step::Packet(n) => return Ok(n),
                 // EOF, or an empty packet: see the doc comment above.
                 Step::Empty => {
-                    return if self.peer_hung_up()? {
+                    return if self.peer_hung_up()? && !self.bytes_queued()? {
                         Err(Error::Disconnected)
                     } else {
                         Ok(0)
@@ -366,6 +367,20 @@ impl RawSocket {
             Ok(_) | Err(Errno::EINTR) => Ok(()),
             Err(e) => Err(Error::io("poll", Some(self.fd.as_raw_fd()), e)),
         }
+    }
+
+    /// Whether packets holding bytes are queued for reading (`FIONREAD`, alias `SIOCINQ`,
+    /// which sums the bytes of every queued packet on a Unix `SOCK_SEQPACKET` socket): tells
+    /// an empty packet that a closing peer sent before others from end-of-file.
+    fn bytes_queued(&self) -> Result<bool> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD stores one int through the pointer, which points at `queued`.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        if r < 0 {
+            let fd = self.fd.as_raw_fd();
+            return Err(Error::io("ioctl(FIONREAD)", Some(fd), Errno::last()));
+        }
+        Ok(queued > 0)
     }
 
     /// Whether the peer has shut down its sending side (closed, or died).
