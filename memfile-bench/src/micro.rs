@@ -224,16 +224,20 @@ pub fn codec() -> Res<()> {
     };
     let mut out: Vec<u8> = Vec::with_capacity(32 << 20);
     println!("16 MiB Vec<u8> field, bincode 2 serde, best of 5:");
-    time_once("encode, writer out of line (memfile-ipc before #[inline])", 5, || {
-        out.clear();
-        let mut w = CappedOutOfLine {
-            out: &mut out,
-            start: 0,
-            max: u64::MAX,
-        };
-        bincode::serde::encode_into_writer(&msg, &mut w, cfg)?;
-        Ok(())
-    })?;
+    time_once(
+        "encode, writer out of line (memfile-ipc before #[inline])",
+        5,
+        || {
+            out.clear();
+            let mut w = CappedOutOfLine {
+                out: &mut out,
+                start: 0,
+                max: u64::MAX,
+            };
+            bincode::serde::encode_into_writer(&msg, &mut w, cfg)?;
+            Ok(())
+        },
+    )?;
     time_once("encode, same writer #[inline]", 5, || {
         out.clear();
         let mut w = CappedInline {
