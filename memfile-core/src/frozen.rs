@@ -456,11 +456,12 @@ fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<Option<Mmap>> {
     if len == 0 {
         return Ok(None);
     }
-    // SAFETY: memmap2 calls mapping a file unsafe because the file may be changed or
-    // truncated underneath. `verify` saw seals Write + Shrink (which are never removed) and
-    // then a length of at least `len`: nobody can change these bytes or shrink the file.
     // MAP_NORESERVE: a read-only private mapping never copies a page, so it needs no
     // reservation (it matters for hugetlb files, where a reservation would take huge pages).
+    //
+    // SAFETY: memmap2 calls mapping a file unsafe because the file may be changed or
+    // truncated underneath. Seals Write + Shrink (never removed) were seen, then a length
+    // of at least `len`: nobody can change these bytes or shrink the file.
     let map = unsafe {
         MmapOptions::new()
             .len(len)

@@ -348,11 +348,11 @@ impl LiveView {
     /// of the writer ([`LiveWriter::store_u64`]) just as an `Acquire` load would.
     pub fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64> {
         let p = self.atomic_ptr::<8>(offset)?;
+        // Relaxed loads of at most register size work on read-only memory (std::sync::atomic,
+        // "Atomic accesses to read-only memory"). Concurrent writes come from the owner's
+        // atomic stores or from another process, outside this program's memory model.
         // SAFETY: `p` is in bounds and 8-byte aligned (checked by `atomic_ptr`) in a mapping
-        // that lives as long as `self` and cannot SIGBUS (Shrink). Relaxed loads of at most
-        // register size work on read-only memory (std::sync::atomic, "Atomic accesses to
-        // read-only memory"). Concurrent writes come from the owner's atomic stores or
-        // from another process, outside this program's memory model.
+        // that lives as long as `self` and cannot SIGBUS (Shrink).
         let v = unsafe { &*p.cast::<AtomicU64>() }.load(Ordering::Relaxed);
         acquire_if(order);
         Some(v)

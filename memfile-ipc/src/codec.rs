@@ -305,10 +305,9 @@ fn copy_to_vec(bytes: &[u8]) -> Vec<u8> {
     let start = (spare.as_mut_ptr() as usize).next_multiple_of(HUGE_PAGE);
     let end = (spare.as_mut_ptr() as usize + spare.len()) / HUGE_PAGE * HUGE_PAGE;
     if end > start {
-        // SAFETY: `start..end` lies inside the allocation `vec` owns (rounded inwards to
-        // whole huge pages, so page-aligned as madvise requires); MADV_HUGEPAGE only changes
-        // how its not yet touched memory will be backed, never the contents or the mapping's
-        // permissions. An error (a kernel without THP) just means no huge pages.
+        // An error from madvise (a kernel without THP) just means no huge pages.
+        // SAFETY: `start..end` lies inside the allocation `vec` owns, page-aligned; the
+        // advice changes how untouched memory will be backed, never contents or permissions.
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
