@@ -60,12 +60,16 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 struct Options {
     frames: u64,
     size: usize,
+    /// Test hook: announce a wrong checksum for this frame, to show that the consumer
+    /// catches it and the run fails.
+    corrupt_frame: Option<u64>,
 }
 
 fn parse_args() -> AnyResult<Options> {
     let mut opts = Options {
         frames: 64,
         size: 4 << 20,
+        corrupt_frame: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -74,8 +78,12 @@ fn parse_args() -> AnyResult<Options> {
             "--frames" => opts.frames = value()?.parse()?,
             "--size-mib" => opts.size = value()?.parse::<usize>()? << 20,
             "--size-bytes" => opts.size = value()?.parse()?,
+            "--corrupt-frame" => opts.corrupt_frame = Some(value()?.parse()?),
             "-h" | "--help" => {
-                println!("usage: producer_consumer [--frames N] [--size-mib M | --size-bytes B]");
+                println!(
+                    "usage: producer_consumer [--frames N] [--size-mib M | --size-bytes B] \
+                     [--corrupt-frame I]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
@@ -118,10 +126,10 @@ fn producer() -> AnyResult<ExitCode> {
             if (i + 1) % 8 == 0 || i + 1 == frames {
                 let secs = start.elapsed().as_secs_f64();
                 println!(
-                    "  {:>5}/{frames} frames verified, {:>8.1} MiB, {:>6.2} GB/s",
+                    "  {:>5}/{frames} frames verified, {:>8.1} MiB, {:>6.2} GiB/s",
                     i + 1,
                     bytes as f64 / (1 << 20) as f64,
-                    bytes as f64 / secs / 1e9
+                    bytes as f64 / secs / (1u64 << 30) as f64
                 );
             }
         }
@@ -134,6 +142,9 @@ fn producer() -> AnyResult<ExitCode> {
             fill(buf, index);
             checksum = checksum64(buf);
         })?;
+        if opts.corrupt_frame == Some(index) {
+            checksum ^= 1;
+        }
         tx.send(&Job::Frame {
             index,
             checksum,
@@ -146,11 +157,11 @@ fn producer() -> AnyResult<ExitCode> {
     let elapsed = start.elapsed();
     let status = child.wait()?;
     println!(
-        "done: {} frames, {:.1} MiB in {:.3} s = {:.2} GB/s; checksums: {}",
+        "done: {} frames, {:.1} MiB in {:.3} s = {:.2} GiB/s; checksums: {}",
         ok + bad,
         bytes as f64 / (1 << 20) as f64,
         elapsed.as_secs_f64(),
-        bytes as f64 / elapsed.as_secs_f64() / 1e9,
+        bytes as f64 / elapsed.as_secs_f64() / (1u64 << 30) as f64,
         if bad == 0 {
             "all matched".to_string()
         } else {

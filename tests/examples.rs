@@ -60,6 +60,27 @@ fn producer_consumer_verifies_every_frame() {
 }
 
 #[test]
+fn producer_consumer_default_job_reports_progress_and_summary() {
+    let out = run("producer_consumer", &[]);
+    assert!(out.contains("64/64 frames verified"), "{out}");
+    assert!(out.contains("done: 64 frames, 256.0 MiB"), "{out}");
+    assert!(out.contains("checksums: all matched"), "{out}");
+}
+
+#[test]
+fn producer_consumer_fails_on_a_checksum_mismatch() {
+    let out = Command::new(example_path("producer_consumer"))
+        .args(["--frames", "4", "--size-mib", "1", "--corrupt-frame", "2"])
+        .output()
+        .expect("spawn");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a mismatch exited 0\n{stdout}");
+    assert!(stdout.contains("checksums: 1 MISMATCHED"), "{stdout}");
+    assert!(stderr.contains("frame 2 failed verification"), "{stderr}");
+}
+
+#[test]
 fn producer_consumer_rejects_bad_arguments() {
     let status = Command::new(example_path("producer_consumer"))
         .arg("--frames")
