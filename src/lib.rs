@@ -47,6 +47,10 @@
 //! # Feature flags
 //!
 //! - `bytes`: `Frozen` converts into `bytes::Bytes` without copying.
+//! - `tokio`: async endpoints (`ipc::tokio::{AsyncSender, AsyncReceiver, AsyncListener}`),
+//!   with the same limits and errors, a cancel-safe `recv` and a `Stream` receiver.
+//! - `tracing`: events on connection accept and close and on every rejected message,
+//!   with the reason.
 //!
 //! The design, the wire protocol and the soundness argument are in the repository's
 //! `docs/` directory (`design.md`, `protocol.md`, `safety.md`, `performance.md`).
