@@ -177,9 +177,11 @@ fn peer_killed_at_random_points() {
         .unwrap_or(100);
     let mut rng = Rng(seed);
     let before = open_fds();
-    let start = Instant::now();
+    let all_runs = Instant::now();
     let (mut disconnected, mut timeouts, mut steps_total) = (0, 0, 0u64);
     for run in 0..runs {
+        // Per run: a run ends by the kill (≤ 30 ms) or, at worst, one 20 s receive timeout.
+        let start = Instant::now();
         let (mut child, tx, rx) = spawn_child::<Request, Reply>("serve");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         // 0 to 30 ms: from before the child has started to deep in the conversation.
@@ -195,7 +197,7 @@ fn peer_killed_at_random_points() {
                 break e;
             }
             n += 1;
-            if start.elapsed() > Duration::from_secs(120) {
+            if start.elapsed() > Duration::from_secs(60) {
                 panic!("seed {seed:#x} run {run}: conversation never ended");
             }
         };
@@ -226,7 +228,7 @@ fn peer_killed_at_random_points() {
     println!(
         "{runs} runs (seed {seed:#x}) in {:?}: {disconnected} Disconnected, {timeouts} timeouts, \
          {steps_total} good steps",
-        start.elapsed()
+        all_runs.elapsed()
     );
 }
 
@@ -394,10 +396,7 @@ fn interrupted_recv_and_timeouts_are_retried() {
     let sent = pest.join().unwrap();
     assert_eq!(got, (0..20).collect::<Vec<_>>());
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
-    assert!(
-        handled > 100,
-        "only {handled} signals handled ({sent} sent)"
-    );
+    assert!(handled > 10, "only {handled} signals handled ({sent} sent)");
     println!("recv: {handled} signals handled, nothing lost");
 }
 
@@ -441,6 +440,7 @@ fn interrupted_blocking_send_is_retried() {
 fn interrupted_accept_is_retried() {
     let _g = lock();
     install_handler();
+    let before = SIGNALS.load(Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("memfile-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("accept.sock");
@@ -460,6 +460,9 @@ fn interrupted_accept_is_retried() {
     stop.store(true, Ordering::Relaxed);
     pest.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    // The 200 ms the acceptor spent blocked in accept were spent under fire.
+    let handled = SIGNALS.load(Ordering::Relaxed) - before;
+    assert!(handled > 0, "no signal reached the blocked accept");
 }
 
 // ---------------------------------------------------------------------------------------
