@@ -65,6 +65,25 @@ fn smoke_run_writes_every_case_and_ratio() {
         assert!(ratio > 0.0 && ratio.is_finite(), "ratio {ratio}");
     }
 
+    // The report's schema: every case entry has the six keys of the issue, with the
+    // right types, and ratio = baseline_s / ours_s.
+    let report: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(report["machine"].is_object(), "{text}");
+    let cases = report["cases"].as_array().expect("cases array");
+    assert!(!cases.is_empty());
+    for c in cases {
+        assert!(c["case"].is_string() && c["baseline"].is_string(), "{c}");
+        assert!(c["size_bytes"].is_u64(), "{c}");
+        let ours = c["ours_s"].as_f64().expect("ours_s");
+        let base = c["baseline_s"].as_f64().expect("baseline_s");
+        let ratio = c["ratio"].as_f64().expect("ratio");
+        assert!(ours > 0.0 && base > 0.0, "{c}");
+        assert!(
+            (ratio - base / ours).abs() <= 1e-6 * ratio.max(1.0),
+            "ratio != baseline_s / ours_s in {c}"
+        );
+    }
+
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
     for alt in ["ours", "in_process", "socket_copy", "ipc_channel_shmem"] {
