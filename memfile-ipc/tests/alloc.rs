@@ -3,23 +3,31 @@
 //! memory costs no allocation at all, sending or receiving.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memfile_ipc::channel;
 use serde::{Deserialize, Serialize};
 
-/// Counts allocations made while `COUNTING` is on (this test binary has one test, so no
-/// other test's allocations can interleave).
+/// Counts the allocations of the thread that turned `COUNTING` on (the test harness's own
+/// threads allocate now and then, and are not the code under test).
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+std::thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn counting() -> bool {
+    // `try_with`: the allocator also runs while thread-locals are being torn down.
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the counter has no
 // effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as ours, passed through.
@@ -30,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as ours, passed through.
@@ -62,13 +70,13 @@ fn inline_messages_allocate_nothing_once_warm() {
         assert_eq!(rx.recv().unwrap(), tick(seq));
     }
     const N: u64 = 1000;
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     for seq in 0..N {
         tx.send(&tick(seq)).unwrap();
         let got = rx.recv().unwrap();
         assert_eq!(got.seq, seq);
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     let allocations = ALLOCATIONS.load(Ordering::SeqCst);
     assert_eq!(
         allocations, 0,
