@@ -8,6 +8,7 @@
 use std::borrow::Borrow;
 use std::error::Error;
 use std::fmt;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::fs::File;
 use std::io;
 use std::ops::Deref;
@@ -16,7 +17,9 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use memmap2::{Advice, Mmap, MmapMut, MmapOptions};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use memmap2::Advice;
+use memmap2::{Mmap, MmapMut, MmapOptions};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
 use crate::{MemFile, Seal, Seals, sys};
@@ -34,7 +37,8 @@ fn freeze_seals() -> Seals {
     Seal::Write | Seal::Shrink | Seal::Grow | Seal::Seal
 }
 
-/// A memfd whose contents can never change again, verified, mapped read-only.
+/// A memfd whose contents can never change again, verified, read through a read-only
+/// mapping.
 ///
 /// A `Frozen` exists only for a file whose seals include `Write` and `Shrink` (checked with
 /// `F_GET_SEALS` before mapping), so the kernel refuses every write and every shrink, by
@@ -44,10 +48,13 @@ fn freeze_seals() -> Seals {
 /// copies, or SIGBUS, even when the file came from a process you do not trust.
 ///
 /// The mapping is `PROT_READ` + `MAP_PRIVATE` (see `docs/safety.md` for why not
-/// `MAP_SHARED`): no copy is made, the pages are the file's own. A `Frozen` this process
-/// made itself ([`Frozen::build`], [`Frozen::from_bytes`]) is mapped on its first read
-/// only: one that is just sent on costs no `mmap` and `munmap` (a tenth of a 4 KiB
-/// buffer's round trip).
+/// `MAP_SHARED`): no copy is made, the pages are the file's own. When it is made:
+/// - [`Frozen::from_fd`] and [`MemFile::freeze`] map at once, and return a mapping error.
+/// - A `Frozen` this process filled itself ([`Frozen::build`], [`Frozen::try_build`],
+///   [`Frozen::from_bytes`], [`WritableRegion::freeze`](crate::WritableRegion::freeze)) is
+///   mapped on its first read only: one that is just sent on costs no `mmap` and `munmap`
+///   (a tenth of a 4 KiB buffer's round trip). A failure of that `mmap` makes
+///   [`Deref`]/[`Frozen::as_slice`] panic; [`Frozen::try_as_slice`] returns it instead.
 ///
 /// `Frozen` is `Send + Sync`; `Clone` is cheap (an `Arc`: clones share one mapping and one
 /// descriptor). To send the file to another process, use [`Frozen::try_clone_fd`] or
@@ -144,10 +151,13 @@ impl Frozen {
     /// For data that already sits in a buffer, [`Frozen::from_bytes`] is faster (page faults
     /// on a fresh mapping cost more than `pwrite`).
     ///
+    /// The read-only mapping for reading is not made here but on the first read (see
+    /// [`Frozen::try_as_slice`]).
+    ///
     /// # Errors
     ///
-    /// Creating, sizing, mapping or sealing the memfd can fail (e.g. `ENOMEM`, `EMFILE`, an
-    /// invalid `name`).
+    /// Creating, sizing, mapping writable or sealing the memfd can fail (e.g. `ENOMEM`,
+    /// `EMFILE`, an invalid `name`).
     ///
     /// ```
     /// use memfile_core::Frozen;
@@ -221,6 +231,9 @@ impl Frozen {
     /// up, when shmem huge pages are set to `advise`, it copies through a mapping that asks
     /// for them instead, as [`Frozen::build`] does.)
     ///
+    /// The file is mapped for reading on the first read, not here (see
+    /// [`Frozen::try_as_slice`]).
+    ///
     /// # Errors
     ///
     /// Creating, writing or sealing the memfd can fail (e.g. `ENOMEM`, `ENOSPC`, `EMFILE`,
@@ -259,22 +272,56 @@ impl Frozen {
     ///
     /// # Panics
     ///
-    /// A `Frozen` made by this process ([`Frozen::build`], [`Frozen::from_bytes`],
-    /// [`WritableRegion::freeze`](crate::WritableRegion::freeze)) maps its file on the first
-    /// read; if that `mmap` fails (`ENOMEM`: out of address space or mappings), this panics,
-    /// as an allocation failure would.
+    /// A `Frozen` made by this process ([`Frozen::build`], [`Frozen::try_build`],
+    /// [`Frozen::from_bytes`], [`WritableRegion::freeze`](crate::WritableRegion::freeze))
+    /// maps its file on the first read; if that `mmap` fails (`ENOMEM`: out of address space
+    /// or mappings), this panics, as an allocation failure would. Call
+    /// [`Frozen::try_as_slice`] first to get that error instead; once it succeeded, neither
+    /// can fail again. A `Frozen` from [`Frozen::from_fd`] or [`MemFile::freeze`] is mapped
+    /// already and never panics here.
     pub fn as_slice(&self) -> &[u8] {
+        self.try_as_slice().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The bytes, mapping the file first if it is not mapped yet, or the error of that
+    /// `mmap`.
+    ///
+    /// Only a `Frozen` this process made with [`Frozen::build`], [`Frozen::try_build`],
+    /// [`Frozen::from_bytes`] or [`WritableRegion::freeze`](crate::WritableRegion::freeze)
+    /// is mapped lazily (a sender seldom reads what it sends); after the first success this
+    /// is as cheap as [`Frozen::as_slice`].
+    ///
+    /// # Errors
+    ///
+    /// The `mmap` error (`ENOMEM` when the process is out of address space or of mappings),
+    /// naming the fd and the length. Nothing is cached: a later call tries again.
+    ///
+    /// ```
+    /// use memfile_core::Frozen;
+    ///
+    /// let f = Frozen::from_bytes("lazy", b"mapped on first read")?;
+    /// let bytes: &[u8] = f.try_as_slice()?;
+    /// assert_eq!(bytes, b"mapped on first read");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_as_slice(&self) -> io::Result<&[u8]> {
         let inner = &*self.inner;
-        let map = inner.map.get_or_init(|| {
-            map_read_only(&inner.fd, inner.len).unwrap_or_else(|e| {
-                panic!(
+        if let Some(map) = inner.map.get() {
+            return Ok(map.as_deref().unwrap_or(&[]));
+        }
+        let map = map_read_only(&inner.fd, inner.len).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
                     "fd {}: mapping a frozen memfd of {} bytes failed: {e}",
                     inner.fd.as_raw_fd(),
                     inner.len
-                )
-            })
-        });
-        map.as_deref().unwrap_or(&[])
+                ),
+            )
+        })?;
+        // Threads racing here each map; one mapping is kept, the others are unmapped.
+        let map = inner.map.get_or_init(|| map);
+        Ok(map.as_deref().unwrap_or(&[]))
     }
 
     /// The seals the file had when it was verified.
@@ -311,6 +358,12 @@ impl Frozen {
     /// offset of every other copy. To read in this process, [`Frozen::reader`] needs no
     /// descriptor at all.
     ///
+    /// Linux and Android only: FreeBSD has no `/proc/self/fd`, and its `/dev/fd/N`
+    /// (fdescfs) gives a `dup` of a shared memory object's descriptor, offset included, so
+    /// there is no way to get a fresh offset there. On FreeBSD, pass a
+    /// [`try_clone_fd`](Frozen::try_clone_fd) rewound with `lseek` instead (its offset is
+    /// shared), or read through [`Frozen::reader`].
+    ///
     /// # Errors
     ///
     /// `/proc` not mounted, or `EMFILE`.
@@ -324,6 +377,7 @@ impl Frozen {
     /// assert_eq!(out.stdout, b"through a pipe of no pipe\n");
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn open_reader(&self) -> io::Result<File> {
         File::open(format!("/proc/self/fd/{}", self.inner.fd.as_raw_fd()))
     }
@@ -471,17 +525,31 @@ fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<Option<Mmap>> {
     Ok(Some(map))
 }
 
-/// A writable `MAP_SHARED` mapping of `len > 0` bytes of `file`, marked `MADV_DONTFORK`.
+/// A writable `MAP_SHARED` mapping of `len > 0` bytes of `file`, not inherited by a fork
+/// (`MADV_DONTFORK` on Linux, `minherit(INHERIT_NONE)` on FreeBSD).
 ///
-/// DONTFORK: a child forked while the mapping exists (by any thread) would otherwise keep a
-/// writable mapping of its own, and `F_SEAL_WRITE` would fail with EBUSY until it exits or
-/// execs.
+/// A child forked while the mapping exists (by any thread) would otherwise keep a writable
+/// mapping of its own, and `F_SEAL_WRITE` would fail with EBUSY until it exits or execs.
 pub(crate) fn map_writable(file: &MemFile, len: usize) -> io::Result<MmapMut> {
     // SAFETY: the file is a memfd this crate just created and has not shared; nobody else
     // can truncate or write it. Callers only hand the mapping out as `&mut [u8]` tied to
     // their own borrow, and share the fd only after sealing Shrink and (Future)Write.
     let map = unsafe { MmapOptions::new().len(len).map_mut(&file.as_fd())? };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     map.advise(Advice::DontFork)?;
+    #[cfg(target_os = "freebsd")]
+    {
+        // memmap2 has no `minherit` (FreeBSD's `madvise` has no DONTFORK), so call libc.
+        // SAFETY: `map` is a live mapping of exactly `map.len()` bytes starting at a page
+        // boundary, owned by `map`; `minherit` changes only what a future fork inherits.
+        let rc = unsafe {
+            libc::minherit(map.as_ptr().cast_mut().cast(), map.len(), libc::INHERIT_NONE)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     if len >= HUGE_PAGE_MIN {
         // Lets shmem THP (`shmem_enabled` = `advise`) back the file with huge pages: one
         // fault and one page clear per 2 MiB instead of 512, 10× the fill rate. At `never`
@@ -494,6 +562,7 @@ pub(crate) fn map_writable(file: &MemFile, len: usize) -> io::Result<MmapMut> {
 
 /// From this length up, writable mappings ask for transparent huge pages: the size of one
 /// x86-64/arm64 (4 KiB base page) PMD huge page. Smaller files could not use one anyway.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) const HUGE_PAGE_MIN: usize = 2 << 20;
 
 /// Freezes a memfd that this crate created (sealable, no seals added yet, not hugetlb) with
@@ -535,11 +604,13 @@ pub(crate) fn freeze_unmapped(file: MemFile, len: usize) -> io::Result<Frozen> {
 }
 
 impl MemFile {
-    /// Seals the file for good (`Write | Shrink | Grow | Seal`) and maps it read-only.
+    /// Seals the file for good (`Write | Shrink | Grow | Seal`) and maps it read-only, now.
     ///
     /// Seals already present are fine; so is a file that already has `Seal`, as long as it
     /// also has `Write` and `Shrink`. The mapping and the checks are those of
-    /// [`Frozen::from_fd`].
+    /// [`Frozen::from_fd`], made at once (the file came from the caller, so it is checked
+    /// like any received descriptor): unlike [`Frozen::build`], the `Frozen` returned is
+    /// mapped already, and a mapping error is returned here.
     ///
     /// # Errors
     ///
@@ -548,6 +619,8 @@ impl MemFile {
     /// - `InvalidInput`: the file has `Seal` but lacks `Write` or `Shrink`, or was created
     ///   without sealing allowed (its seals are `{Seal}`), so it can never be frozen; the
     ///   message names the seals found and required.
+    /// - `ENOMEM` from the `mmap` (out of address space or mappings), and every other
+    ///   refusal of [`Frozen::from_fd`].
     ///
     /// The error owns the file until dropped: `err.into_inner()` downcasts to a
     /// [`FrozenError`], whose [`into_fd`](FrozenError::into_fd) gives it back.
@@ -678,6 +751,29 @@ impl TryFrom<MemFile> for Frozen {
 /// back. Converts into an `io::Error` (kind `InvalidInput` for a descriptor of the wrong
 /// sort, `InvalidData` for a file that is too large, the OS error's kind otherwise) that
 /// keeps this error as its inner error.
+///
+/// ```
+/// use memfile_core::{Frozen, FrozenErrorKind, MemFile, Seal};
+///
+/// // Sealed against shrinking only: its bytes could still change, so it is refused.
+/// let file = MemFile::create_sealable("unsealed")?;
+/// file.add_seals(Seal::Shrink)?;
+/// let err = Frozen::from_fd(file.into_fd()).unwrap_err();
+/// match err.kind() {
+///     FrozenErrorKind::NotSealed { found, required } => {
+///         assert!(found.contains(Seal::Shrink));
+///         assert_eq!(*required, Seal::Write | Seal::Shrink);
+///         assert_eq!(*required - *found, Seal::Write.into()); // what is missing
+///     }
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// assert!(err.to_string().contains("missing: Write"), "{err}");
+///
+/// // The descriptor comes back; here the file can still be sealed and frozen.
+/// let frozen = MemFile::from_fd(err.into_fd())?.freeze()?;
+/// assert!(frozen.seals().contains(Seal::Write));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct FrozenError {
     fd: OwnedFd,
     kind: FrozenErrorKind,
@@ -685,6 +781,26 @@ pub struct FrozenError {
 }
 
 /// What was wrong, in a [`FrozenError`].
+///
+/// ```
+/// use memfile_core::{Frozen, FrozenErrorKind, MemFile};
+///
+/// // A memfd with no seal added: `found` (only `Exec` on Linux 6.3+) has neither `Write`
+/// // nor `Shrink`, which are `required`.
+/// let err = Frozen::from_fd(MemFile::create_sealable("open")?.into_fd()).unwrap_err();
+/// if let FrozenErrorKind::NotSealed { found, required } = err.kind() {
+///     assert!(!found.intersects(*required), "found: {found}");
+///     assert_eq!(required.to_string(), "Shrink | Write");
+/// } else {
+///     panic!("expected NotSealed, got {:?}", err.kind());
+/// }
+///
+/// // A pipe is not a memfd at all.
+/// let (read_end, _write_end) = nix::unistd::pipe()?;
+/// let err = Frozen::from_fd(read_end).unwrap_err();
+/// assert!(matches!(err.kind(), FrozenErrorKind::NotMemfd(what) if what.contains("pipe")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum FrozenErrorKind {

@@ -76,10 +76,25 @@
 //!   the `Bytes` points into the mapping and keeps it alive), so a frozen buffer can flow
 //!   into hyper, tonic or tokio codecs.
 //!
+//! ## Public dependency types
+//!
+//! None of `nix`, `memmap2` or `libc` appears in a public signature: descriptors are
+//! `std::os::fd` types (`OwnedFd`, `BorrowedFd`, `AsFd`), files `std::fs::File`, errors
+//! `std::io::Error` or this crate's [`FromFdError`]/[`FrozenError`], and mappings stay
+//! inside [`Frozen`], [`WritableRegion`] and the live types. So upgrading those crates is
+//! not a breaking change here. `libc`'s constants only give the *values* of plain `u32`s:
+//! [`Seal::bits`] and [`Seals::bits`] are the `F_SEAL_*` bits, [`HugeTlb::flag_bits`] the
+//! `MFD_HUGE_*` bits, as the kernel defines them.
+//!
+//! The one exception is opt-in: with the `bytes` feature, `bytes::Bytes` (1.x) appears in
+//! `impl From<Frozen> for Bytes`.
+//!
 //! ## Platforms
 //!
 //! Linux (5.1+ for `FutureWrite`, 6.3+ for `Exec`) and Android; FreeBSD behind `cfg`
-//! (no `FutureWrite`, no `Exec`, so no [`LiveWriter`]/[`LiveView`]). Other systems get a
+//! (no `FutureWrite`, no `Exec`, so no [`LiveWriter`]/[`LiveView`]; no `/proc/self/fd`, so
+//! no [`Frozen::open_reader`]/[`Frozen::to_stdio`]; writable mappings are kept from forked
+//! children with `minherit(INHERIT_NONE)` instead of `MADV_DONTFORK`). Other systems get a
 //! compile error.
 
 // docs.rs builds with `--cfg docsrs` (see Cargo.toml): show "Available on crate feature
@@ -118,4 +133,4 @@ mod reader;
 
 pub use reader::FrozenReader;
 
-pub use seal::{Seal, Seals, SealsIter};
+pub use seal::{Seal, Seals, SealsIter, SealsIterator};

@@ -226,6 +226,27 @@ impl fmt::Debug for LiveWriter {
 ///
 /// For bytes that never change, use [`Frozen`](crate::Frozen) instead: same check plus
 /// `Write`, and a plain `&[u8]`.
+///
+/// ```
+/// use memfile_core::{LiveView, LiveWriter, Seal};
+///
+/// let mut writer = LiveWriter::new("counter", 16)?;
+/// // Normally the descriptor travels to another process over a Unix socket.
+/// let view = LiveView::from_fd(writer.try_clone_fd()?)?;
+/// assert!(view.seals().contains(Seal::FutureWrite | Seal::Shrink));
+///
+/// writer[..5].copy_from_slice(b"hello");
+/// let mut buf = [0u8; 8];
+/// assert_eq!(view.read_at(0, &mut buf), 8);
+/// assert_eq!(&buf[..5], b"hello");
+/// assert_eq!(view.read_at(12, &mut buf), 4); // only 4 bytes left after offset 12
+/// assert_eq!(view.read_at(16, &mut buf), 0); // at the end
+///
+/// writer[..5].copy_from_slice(b"world"); // the view sees the owner's later writes
+/// assert_eq!(view.read_at(0, &mut buf[..5]), 5);
+/// assert_eq!(&buf[..5], b"world");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct LiveView {
     /// `None` when the file is empty.
     map: Option<ViewMap>,

@@ -77,8 +77,18 @@ impl MemFile {
     ///
     /// As [`MemFile::create`].
     pub fn create_cstr(name: &CStr, options: CreateOptions) -> io::Result<MemFile> {
+        MemFile::create_with(name, options, exec_flags_supported)
+    }
+
+    /// [`MemFile::create_cstr`], with `exec_flags` saying whether to pass `MFD_EXEC` /
+    /// `MFD_NOEXEC_SEAL` (a parameter so that tests can take the path of kernels before 6.3).
+    fn create_with(
+        name: &CStr,
+        options: CreateOptions,
+        exec_flags: impl FnOnce() -> io::Result<bool>,
+    ) -> io::Result<MemFile> {
         check_name(name.to_bytes())?;
-        let fd = create_fd(name, options).map_err(|e| {
+        let fd = create_fd(name, options, exec_flags).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 match (e.raw_os_error(), options.huge_tlb) {
@@ -305,9 +315,32 @@ impl MemFile {
     ///   writable shared mapping of the file exists, in any process.
     /// - [`io::ErrorKind::InvalidInput`] (`EINVAL`) if the kernel does not know one of the
     ///   seals.
+    ///
+    /// # Kernels without `Exec`
+    ///
+    /// Linux before 6.3 does not know [`Seal::Exec`] and refuses the whole call with
+    /// `EINVAL`. So that `add_seals(Seals::all())` works everywhere, a request holding
+    /// `Exec` that fails with `EINVAL` on such a kernel (the one-time `MFD_NOEXEC_SEAL` probe
+    /// that [`MemFile::create`] makes says it has no exec modes) is made again without
+    /// `Exec`: there, no seal guards the execute bits, so there is nothing to add. On Linux
+    /// 6.3+ an `EINVAL` is returned as is. Check [`MemFile::get_seals`] if you need to know
+    /// whether `Exec` is in place.
     pub fn add_seals(&self, seals: impl Into<Seals>) -> io::Result<()> {
         let seals = seals.into();
-        sys::add_seals(self.as_fd(), seals).map_err(|e| self.seal_error(e, seals))
+        match sys::add_seals(self.as_fd(), seals) {
+            Ok(()) => Ok(()),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    && seals.contains(Seal::Exec)
+                    && matches!(exec_flags_supported(), Ok(false)) =>
+            {
+                let without_exec = seals - Seal::Exec;
+                sys::add_seals(self.as_fd(), without_exec)
+                    .map_err(|e| self.seal_error(e, without_exec))
+            }
+            Err(e) => Err(self.seal_error(e, seals)),
+        }
     }
 
     /// The current seals as text for an error message, or why they could not be read.
@@ -398,8 +431,8 @@ fn check_name(name: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether this kernel knows `MFD_NOEXEC_SEAL`/`MFD_EXEC` (Linux 6.3+): learned from the
-/// first `memfd_create`, so that older kernels pay for the failed attempt only once.
+/// Whether this kernel knows `MFD_NOEXEC_SEAL`/`MFD_EXEC` and `F_SEAL_EXEC` (Linux 6.3+):
+/// [`EXEC_UNKNOWN`] until [`exec_flags_supported`] has probed, then the answer.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 static EXEC_FLAGS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(EXEC_UNKNOWN);
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -409,8 +442,53 @@ const EXEC_KNOWN: u8 = 1;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const EXEC_UNSUPPORTED: u8 = 2;
 
-/// `memfd_create` with the flags `options` asks for, in the exec mode it asks for.
-fn create_fd(name: &CStr, options: CreateOptions) -> io::Result<OwnedFd> {
+/// Whether this kernel knows the exec flags (Linux 6.3+), probed once per process.
+///
+/// The probe is a `memfd_create("memfile-probe", MFD_CLOEXEC | MFD_NOEXEC_SEAL)` of its own,
+/// closed at once: only its `EINVAL` means "unknown flag". (Judging from the caller's own
+/// `memfd_create` would also take an `EINVAL` caused by its other flags, say a bad hugetlb
+/// combination, as proof, and switch the exec flags off for the rest of the process.)
+/// Any other error of the probe is returned and nothing is cached.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exec_flags_supported() -> io::Result<bool> {
+    use std::sync::atomic::Ordering::Relaxed;
+    match EXEC_FLAGS.load(Relaxed) {
+        EXEC_KNOWN => return Ok(true),
+        EXEC_UNSUPPORTED => return Ok(false),
+        _ => {}
+    }
+    // Two threads may both probe; they store the same answer.
+    let supported =
+        match sys::memfd_create(c"memfile-probe", libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) {
+            Ok(_probe) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+            Err(e) => return Err(e),
+        };
+    EXEC_FLAGS.store(
+        if supported {
+            EXEC_KNOWN
+        } else {
+            EXEC_UNSUPPORTED
+        },
+        Relaxed,
+    );
+    Ok(supported)
+}
+
+/// No exec flags outside Linux.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exec_flags_supported() -> io::Result<bool> {
+    Ok(false)
+}
+
+/// `memfd_create` with the flags `options` asks for, and the exec flag it asks for when
+/// `exec_flags` says the kernel has them. Files on a kernel without them are executable,
+/// as `MFD_EXEC` asks, and there is no exec seal to add.
+fn create_fd(
+    name: &CStr,
+    options: CreateOptions,
+    exec_flags: impl FnOnce() -> io::Result<bool>,
+) -> io::Result<OwnedFd> {
     let mut flags = libc::MFD_CLOEXEC;
     if options.allow_sealing {
         flags |= libc::MFD_ALLOW_SEALING;
@@ -419,42 +497,27 @@ fn create_fd(name: &CStr, options: CreateOptions) -> io::Result<OwnedFd> {
         flags |= libc::MFD_HUGETLB | size.flag_bits();
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        if EXEC_FLAGS.load(Relaxed) != EXEC_UNSUPPORTED {
-            let exec_flag = if options.exec {
-                libc::MFD_EXEC
-            } else {
-                libc::MFD_NOEXEC_SEAL
-            };
-            match sys::memfd_create(name, flags | exec_flag) {
-                Ok(fd) => {
-                    EXEC_FLAGS.store(EXEC_KNOWN, Relaxed);
-                    return Ok(fd);
-                }
-                // Before Linux 6.3 unknown flags give EINVAL. Files there are executable,
-                // as MFD_EXEC asks, and there is no exec seal to add.
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINVAL)
-                        && EXEC_FLAGS.load(Relaxed) == EXEC_UNKNOWN =>
-                {
-                    let fd = sys::memfd_create(name, flags)?;
-                    EXEC_FLAGS.store(EXEC_UNSUPPORTED, Relaxed);
-                    return Ok(fd);
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) && options.exec => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "MFD_EXEC refused: the vm.memfd_noexec sysctl forbids executable memfds ({e})"
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    if exec_flags()? {
+        flags |= if options.exec {
+            libc::MFD_EXEC
+        } else {
+            libc::MFD_NOEXEC_SEAL
+        };
     }
-    sys::memfd_create(name, flags)
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = exec_flags;
+    match sys::memfd_create(name, flags) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && options.exec => {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "MFD_EXEC refused: the vm.memfd_noexec sysctl forbids executable memfds ({e})"
+                ),
+            ))
+        }
+        result => result,
+    }
 }
 
 /// Makes sure no seal can ever be added to a new file created without `MFD_ALLOW_SEALING`.
@@ -481,6 +544,23 @@ fn forbid_sealing(fd: BorrowedFd<'_>) -> io::Result<()> {
 ///
 /// It converts into an [`io::Error`] (dropping the descriptor), so `?` works in a function
 /// that returns `io::Result`.
+///
+/// ```
+/// use memfile_core::MemFile;
+/// use std::fs::File;
+/// use std::io::{ErrorKind, Write};
+///
+/// let (read_end, write_end) = nix::unistd::pipe()?;
+/// let err = MemFile::from_fd(read_end).unwrap_err();
+/// assert_eq!(err.error().kind(), ErrorKind::InvalidInput);
+/// assert!(err.to_string().contains("it is a pipe"), "{err}");
+///
+/// // The pipe is not lost: take it back and use it.
+/// let read_end = File::from(err.into_fd());
+/// File::from(write_end).write_all(b"still open")?; // and closes the write end
+/// assert_eq!(std::io::read_to_string(read_end)?, "still open");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct FromFdError {
     error: io::Error,
@@ -678,5 +758,49 @@ impl TryFrom<File> for MemFile {
     /// As [`MemFile::from_file`].
     fn try_from(file: File) -> Result<MemFile, FromFdError> {
         MemFile::from_file(file)
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    /// The path of kernels before 6.3 (no exec flags), taken on this kernel by telling
+    /// `create_with` that the probe said no.
+    #[test]
+    fn without_exec_flags_allow_sealing_false_still_forbids_seals() {
+        let no_exec_flags = || Ok(false);
+        let file = MemFile::create_with(c"old-kernel", CreateOptions::new(), no_exec_flags)
+            .unwrap();
+        let seals = file.get_seals().unwrap();
+        assert!(seals.contains(Seal::Seal), "seals: {seals}");
+        for &seal in Seal::ALL {
+            let err = file.add_seal(seal).expect_err("add to an unsealable file");
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{seal}: {err}");
+        }
+
+        let sealable = CreateOptions::new().allow_sealing(true);
+        let file = MemFile::create_with(c"old-kernel", sealable, no_exec_flags).unwrap();
+        let seals = file.get_seals().unwrap();
+        assert!(!seals.contains(Seal::Seal), "seals: {seals}");
+        file.add_seals(Seal::Write | Seal::Seal).unwrap();
+    }
+
+    /// Only the dedicated probe decides about the exec flags: failing `memfd_create`s (here
+    /// with huge page sizes this machine does not have: `ENODEV`) leave the answer alone.
+    #[test]
+    fn exec_flag_probe_is_not_swayed_by_other_failures() {
+        let truth = match sys::memfd_create(c"t", libc::MFD_CLOEXEC | libc::MFD_NOEXEC_SEAL) {
+            Ok(_) => true,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+                false
+            }
+        };
+        for size in crate::HugeTlb::ALL {
+            let _ = CreateOptions::new().huge_tlb(size).create("probe-test");
+        }
+        let _ = MemFile::create_default("after-failures");
+        assert_eq!(exec_flags_supported().unwrap(), truth);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, IoSliceMut, Read, Seek, SeekFrom, Write};
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::process::Stdio;
 
 use crate::Frozen;
@@ -258,6 +259,8 @@ impl Frozen {
     ///
     /// As [`Frozen::open_reader`]: `/proc` not mounted, or `EMFILE`.
     ///
+    /// Linux and Android only, as [`Frozen::open_reader`].
+    ///
     /// ```
     /// use memfile_core::Frozen;
     /// use std::process::Command;
@@ -267,6 +270,7 @@ impl Frozen {
     /// assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     pub fn to_stdio(&self) -> io::Result<Stdio> {
         Ok(Stdio::from(self.open_reader()?))
     }

@@ -19,7 +19,8 @@ use crate::{Frozen, MemFile};
 /// [`Frozen::build`] is shorter.
 ///
 /// The descriptor is never handed out, so nobody else can map the file writable, and the
-/// mapping is marked `MADV_DONTFORK` (a child forked meanwhile does not inherit it): that is
+/// mapping is marked `MADV_DONTFORK` (FreeBSD: `minherit(INHERIT_NONE)`; a child forked
+/// meanwhile does not inherit it): that is
 /// what lets [`freeze`](WritableRegion::freeze) add `F_SEAL_WRITE` without `EBUSY`. The
 /// memory starts zeroed.
 ///
@@ -67,13 +68,16 @@ impl WritableRegion {
         self.len() == 0
     }
 
-    /// Unmaps, seals (`Write | Shrink | Grow | Seal`) and maps the same pages read-only.
+    /// Unmaps and seals (`Write | Shrink | Grow | Seal`); the same pages are mapped again,
+    /// read-only, on the first read of the [`Frozen`] (see [`Frozen::try_as_slice`]), so a
+    /// region that is only sent on is never mapped twice.
     ///
     /// # Errors
     ///
-    /// Sealing or mapping can fail (`ENOMEM`); `EBUSY` only if a child forked by another
-    /// thread in the instant between this region's `mmap` and `madvise` still holds the
-    /// mapping after a short retry (see `docs/safety.md`).
+    /// Sealing can fail (`F_ADD_SEALS`, `F_GET_SEALS`); `EBUSY` only if a child forked by
+    /// another thread in the instant between this region's `mmap` and `madvise` still holds
+    /// the mapping after a short retry (see `docs/safety.md`). No mapping is made here, so
+    /// no mapping error is returned.
     pub fn freeze(self) -> io::Result<Frozen> {
         let len = self.len();
         let WritableRegion { map, file } = self;

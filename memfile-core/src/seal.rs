@@ -11,6 +11,16 @@ use std::ops::{
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const F_SEAL_EXEC: u32 = 0x0020;
 
+/// The bits of every seal this platform knows ([`Seal::ALL`] or-ed together), as a constant
+/// so that [`Seals::all`] and the functions built on it can be `const fn`.
+const ALL_BITS: u32 = {
+    let common = (libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE)
+        as u32;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let common = common | libc::F_SEAL_FUTURE_WRITE as u32 | F_SEAL_EXEC;
+    common
+};
+
 /// A single file seal.
 ///
 /// Seals are added with [`MemFile::add_seal`](crate::MemFile::add_seal) and can never be
@@ -98,7 +108,10 @@ impl fmt::Display for Seal {
 /// assert_eq!(s.to_string(), "Shrink | Write");
 /// assert_eq!(s - Seal::Write, Seals::from(Seal::Shrink));
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// Sets order by their raw bits (`Ord`), so they can be keys of a `BTreeMap`/`BTreeSet`;
+/// the order has no meaning beyond being total and stable.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seals {
     bits: u32,
 }
@@ -110,13 +123,23 @@ impl Seals {
     }
 
     /// Every seal this platform knows.
-    pub fn all() -> Seals {
-        Seal::ALL.iter().copied().collect()
+    ///
+    /// On Linux this includes `Exec` (6.3+) and `FutureWrite` (5.1+);
+    /// [`MemFile::add_seals`](crate::MemFile::add_seals) drops `Exec` by itself on a kernel
+    /// without it, so `add_seals(Seals::all())` works on every supported kernel.
+    ///
+    /// ```
+    /// use memfile_core::{Seal, Seals};
+    /// const ALL: Seals = Seals::all();
+    /// assert!(ALL.contains(Seal::Write | Seal::Seal));
+    /// ```
+    pub const fn all() -> Seals {
+        Seals { bits: ALL_BITS }
     }
 
     /// Whether this set holds every known seal.
-    pub fn is_all(self) -> bool {
-        self.contains(Seals::all())
+    pub const fn is_all(self) -> bool {
+        self.bits & ALL_BITS == ALL_BITS
     }
 
     /// Whether the set is empty (no bits at all, known or not).
@@ -130,9 +153,9 @@ impl Seals {
     }
 
     /// A set from raw bits, dropping bits that are not known seals.
-    pub fn from_bits_truncate(bits: u32) -> Seals {
+    pub const fn from_bits_truncate(bits: u32) -> Seals {
         Seals {
-            bits: bits & Seals::all().bits,
+            bits: bits & ALL_BITS,
         }
     }
 
@@ -142,13 +165,17 @@ impl Seals {
     }
 
     /// A set from raw bits, or `None` if any bit is not a known seal.
-    pub fn from_bits(bits: u32) -> Option<Seals> {
-        (bits & !Seals::all().bits == 0).then_some(Seals { bits })
+    pub const fn from_bits(bits: u32) -> Option<Seals> {
+        if bits & !ALL_BITS == 0 {
+            Some(Seals { bits })
+        } else {
+            None
+        }
     }
 
     /// Bits that are set but name no seal this crate knows.
-    pub fn unknown_bits(self) -> u32 {
-        self.bits & !Seals::all().bits
+    pub const fn unknown_bits(self) -> u32 {
+        self.bits & !ALL_BITS
     }
 
     /// Whether every seal of `other` is in `self`.
@@ -173,14 +200,14 @@ impl Seals {
     }
 
     /// The number of known seals in the set.
-    pub fn len(self) -> usize {
-        self.iter().count()
+    pub const fn len(self) -> usize {
+        (self.bits & ALL_BITS).count_ones() as usize
     }
 
     /// The known seals in the set, in bit order.
     pub fn iter(self) -> SealsIter {
         SealsIter {
-            bits: self.bits & Seals::all().bits,
+            bits: self.bits & ALL_BITS,
         }
     }
 }
@@ -222,7 +249,7 @@ impl fmt::Display for Seals {
     }
 }
 
-/// Iterator over the seals of a [`Seals`], from [`Seals::iter`].
+/// Iterator over the seals of a [`Seals`], from [`Seals::iter`] or `for seal in &seals`.
 #[derive(Debug, Clone)]
 pub struct SealsIter {
     bits: u32,
@@ -258,6 +285,18 @@ impl IntoIterator for Seals {
         self.iter()
     }
 }
+
+impl IntoIterator for &Seals {
+    type Item = Seal;
+    type IntoIter = SealsIter;
+    fn into_iter(self) -> SealsIter {
+        self.iter()
+    }
+}
+
+/// The name the `memfile` crate gives [`SealsIter`], kept so code written against it
+/// compiles unchanged.
+pub type SealsIterator = SealsIter;
 
 impl FromIterator<Seal> for Seals {
     fn from_iter<I: IntoIterator<Item = Seal>>(iter: I) -> Seals {
@@ -295,7 +334,7 @@ impl Not for Seals {
     type Output = Seals;
     fn not(self) -> Seals {
         Seals {
-            bits: !self.bits & Seals::all().bits,
+            bits: !self.bits & ALL_BITS,
         }
     }
 }
@@ -377,5 +416,51 @@ mod tests {
             vec![Seal::Shrink, Seal::Write]
         );
         assert_eq!(format!("{:?}", Seals::empty()), "Seals((none))");
+    }
+
+    #[test]
+    fn all_bits_matches_seal_list() {
+        let from_list: Seals = Seal::ALL.iter().copied().collect();
+        assert_eq!(from_list, Seals::all());
+        assert_eq!(Seals::all().len(), Seal::ALL.len());
+    }
+
+    #[test]
+    fn const_functions_work_in_const_context() {
+        const ALL: Seals = Seals::all();
+        const ALL_IS_ALL: bool = ALL.is_all();
+        const TRUNC: Seals = Seals::from_bits_truncate(0xffff_ffff);
+        const LEN: usize = ALL.len();
+        const FROM: Option<Seals> = Seals::from_bits(0x1000);
+        assert!(ALL_IS_ALL);
+        assert_eq!(TRUNC, ALL);
+        assert_eq!(LEN, Seal::ALL.len());
+        assert_eq!(FROM, None);
+        assert!(!Seals::from_bits_retain(Seal::Write.bits()).is_all());
+    }
+
+    #[test]
+    fn seals_are_ordered_and_iterable_by_reference() {
+        use std::collections::BTreeSet;
+        let set: BTreeSet<Seals> = [
+            Seal::Write | Seal::Shrink,
+            Seals::empty(),
+            Seals::from(Seal::Seal),
+            Seals::empty(),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.first(), Some(&Seals::empty()));
+        assert!(Seals::from(Seal::Seal) < Seals::from(Seal::Shrink));
+
+        let seals = Seal::Grow | Seal::Seal;
+        let mut seen = Vec::new();
+        for s in &seals {
+            seen.push(s);
+        }
+        assert_eq!(seen, vec![Seal::Seal, Seal::Grow]);
+        let it: SealsIterator = (&seals).into_iter();
+        assert_eq!(it.len(), 2);
     }
 }

@@ -499,3 +499,90 @@ fn write_without_shrink_does_not_keep_the_bytes() {
     f.read_exact_at(&mut buf, 0).unwrap();
     assert_eq!(buf, [0u8; 8]);
 }
+
+/// Every `Frozen` this process fills itself is mapped on the first read; `try_as_slice`
+/// makes that mapping, and later reads reuse it.
+#[test]
+fn try_as_slice_maps_on_first_read_and_reuses_the_mapping() -> io::Result<()> {
+    let mut region = memfile_core::WritableRegion::new("region", 3)?;
+    region.copy_from_slice(b"reg");
+    let made = [
+        (Frozen::from_bytes("bytes", b"from bytes")?, &b"from bytes"[..]),
+        (Frozen::build("build", 5, |b| b.copy_from_slice(b"built"))?, b"built"),
+        (region.freeze()?, b"reg"),
+        (Frozen::from_bytes("empty", b"")?, b""),
+        (MemFile::create_sealable("freeze")?.freeze()?, b""),
+    ];
+    for (frozen, expected) in &made {
+        let first = frozen.try_as_slice()?;
+        assert_eq!(first, *expected);
+        assert_eq!(first.as_ptr(), frozen.as_slice().as_ptr(), "one mapping, reused");
+        assert_eq!(frozen.clone().try_as_slice()?.as_ptr(), first.as_ptr());
+    }
+    Ok(())
+}
+
+/// Out of address space, the lazy mapping fails: `try_as_slice` returns the error (naming
+/// the fd and the length), `as_slice` panics with it, and once there is room again the next
+/// call maps. Runs in a child process, as the address-space limit is per process.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn try_as_slice_returns_the_mapping_error() {
+    const CHILD: &str = "MEMFILE_CORE_TRY_AS_SLICE_CHILD";
+    const NAME: &str = "try_as_slice_returns_the_mapping_error";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("child: mapping refused and retried"), "{stdout}");
+        return;
+    }
+
+    // 1 GiB, never touched: costs address space only once mapped.
+    const LEN: usize = 1 << 30;
+    let frozen = memfile_core::WritableRegion::new("too-big", LEN)
+        .unwrap()
+        .freeze()
+        .unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for getrlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    // Room for the allocations of the failure path (glibc may reserve a 64 MiB arena), not
+    // for the 1 GiB mapping.
+    let limited = libc::rlimit {
+        rlim_cur: (vm_kib * 1024 + (256 << 20)) as libc::rlim_t,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: plain syscall on a valid rlimit; it lowers only this child's soft limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
+
+    let err = frozen.try_as_slice().expect_err("1 GiB mapping over the limit");
+    let msg = err.to_string();
+    assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{msg}");
+    assert!(msg.contains(&format!("fd {}", frozen.as_raw_fd())), "{msg}");
+    assert!(msg.contains(&format!("{LEN} bytes")), "{msg}");
+    let panic = std::panic::catch_unwind(|| frozen.as_slice().len()).expect_err("as_slice");
+    let panic_msg = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(panic_msg.contains("mapping a frozen memfd"), "{panic_msg}");
+
+    // SAFETY: as above; raises the soft limit back to where it was.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) }, 0);
+    let bytes = frozen.try_as_slice().expect("mapping with room again");
+    assert_eq!(bytes.len(), LEN);
+    assert_eq!(bytes[LEN - 1], 0);
+    println!("child: mapping refused and retried");
+}

@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io::IoSlice;
+use std::iter::FusedIterator;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memfile_core::Frozen;
+use nix::poll::PollFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -46,11 +48,19 @@ thread_local! {
     static RECV_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// The payload bytes that fit inline into one packet on `socket` under `limits`.
+/// The payload bytes that go inline into one packet on `socket` under `limits`.
+///
+/// Derived (no [`Limits::inline_limit`] set): what the local send buffer takes, but never
+/// more than a peer's receiver with default limits accepts (`MIN_RECV_BUFFER` bytes of
+/// header and payload), whatever this side's `SO_SNDBUF` was raised to. Should the kernel
+/// refuse a packet after all (`EMSGSIZE`, e.g. the buffer was shrunk later, or
+/// `getsockopt` failed here), [`Packet::send`] spills it instead.
 fn inline_limit(socket: &RawSocket, limits: &Limits) -> usize {
     limits.get_inline_limit().unwrap_or_else(|| {
         let sndbuf = socket.send_buffer_size().unwrap_or(MIN_RECV_BUFFER);
-        sndbuf.saturating_sub(SNDBUF_OVERHEAD + HEADER_LEN)
+        sndbuf
+            .saturating_sub(SNDBUF_OVERHEAD + HEADER_LEN)
+            .min(MIN_RECV_BUFFER - HEADER_LEN)
     })
 }
 
@@ -87,6 +97,31 @@ pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
 /// limit is written to a sealed memfd and sent as an fd (see `docs/protocol.md`).
 ///
 /// A `Sender` is itself serializable: put it in a message to hand the peer a way to reply.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use memfile_ipc::{channel, Sender};
+///
+/// // A request carries the sender the answer should go to.
+/// let (requests, server) = channel::<(String, Sender<usize>)>()?;
+/// let (reply_tx, reply_rx) = channel::<usize>()?;
+/// let worker = std::thread::spawn(move || -> memfile_ipc::Result<()> {
+///     for request in &server {
+///         let (word, reply) = request?;
+///         reply.send(&word.len())?;
+///     }
+///     Ok(())
+/// });
+/// requests.send(&("hello".to_string(), reply_tx.clone()))?;
+/// assert_eq!(reply_rx.recv_timeout(Duration::from_secs(10))?, 5);
+/// requests.try_send(&("hi".to_string(), reply_tx))?;
+/// assert_eq!(reply_rx.recv()?, 2);
+/// drop(requests); // the worker's loop ends
+/// worker.join().unwrap()?;
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 pub struct Sender<T> {
     socket: Arc<RawSocket>,
     limits: Limits,
@@ -188,11 +223,59 @@ impl<T: Serialize> Sender<T> {
         self.send_with(msg, true)
     }
 
+    /// Sends one message, waiting at most `timeout` for room in the socket's buffer.
+    ///
+    /// The message is encoded once (a large one into a sealed memfd) before the clock
+    /// matters; then it is sent whole as soon as the buffer has room (`poll` for
+    /// `POLLOUT`, then a non-blocking `sendmsg`), or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the buffer had no room in time: nothing was sent (a packet
+    /// is never sent in part), and the message can be sent again. Otherwise as
+    /// [`send`](Self::send).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memfile_ipc::Error;
+    ///
+    /// let (tx, rx) = memfile_ipc::channel::<Vec<u8>>()?;
+    /// // Nobody reads: the socket's buffer fills up, then sending times out.
+    /// let chunk = vec![7u8; 16 << 10];
+    /// let timeout = Duration::from_millis(20);
+    /// loop {
+    ///     match tx.send_timeout(&chunk, timeout) {
+    ///         Ok(()) => continue,
+    ///         Err(Error::Timeout) => break,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// // Reading makes room again.
+    /// rx.recv()?;
+    /// tx.send_timeout(&chunk, timeout)?;
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    pub fn send_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut buffer = take_send_buffer();
+        let result = self
+            .encode(msg, &mut buffer)
+            .and_then(|mut packet| match deadline {
+                Some(deadline) => packet.send_until(&self.socket, deadline),
+                None => packet.send(&self.socket, false),
+            });
+        recycle_send_buffer(buffer);
+        trace::sent(&self.socket, &result);
+        result
+    }
+
     fn send_with(&self, msg: &T, nonblocking: bool) -> Result<()> {
         let mut buffer = take_send_buffer();
         let result = self
             .encode(msg, &mut buffer)
-            .and_then(|packet| packet.send(&self.socket, nonblocking));
+            .and_then(|mut packet| packet.send(&self.socket, nonblocking));
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
         result
@@ -214,21 +297,6 @@ impl<T: Serialize> Sender<T> {
                 max: max_fds,
             });
         }
-        let payload_len = buffer.len() - HEADER_LEN;
-        let spilled = payload_len > self.inline_limit;
-        if spilled && raw_fds.len() + 1 > MAX_FDS_PER_PACKET {
-            return Err(Error::TooManyFds {
-                count: raw_fds.len() + 1,
-                max: MAX_FDS_PER_PACKET,
-            });
-        }
-        let spill = if spilled {
-            let frozen = Frozen::from_bytes("memfile-ipc message", &buffer[HEADER_LEN..])
-                .map_err(|e| Error::io("writing a spilled message to a memfd", None, e))?;
-            Some(frozen)
-        } else {
-            None
-        };
         let field_fds: Vec<BorrowedFd<'a>> = raw_fds
             .iter()
             // SAFETY: every fd in the table was recorded by an fd field's `Serialize` impl
@@ -236,22 +304,22 @@ impl<T: Serialize> Sender<T> {
             // the returned packet lives, so each is still open (and still that file).
             .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
             .collect();
+        let payload_len = buffer.len() - HEADER_LEN;
         let header = Header {
-            spilled,
-            fd_count: (field_fds.len() + usize::from(spilled)) as u32,
+            spilled: false,
+            fd_count: field_fds.len() as u32,
             payload_len: payload_len as u64,
         };
         buffer[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        let bytes = if spilled {
-            &buffer[..HEADER_LEN]
-        } else {
-            &buffer[..]
-        };
-        Ok(Packet {
-            bytes,
+        let mut packet = Packet {
+            encoded: &buffer[..],
             field_fds,
-            spill,
-        })
+            spill: None,
+        };
+        if payload_len > self.inline_limit {
+            packet.spill()?;
+        }
+        Ok(packet)
     }
 }
 
@@ -283,23 +351,80 @@ pub(crate) fn recycle_send_buffer(mut buffer: Vec<u8>) {
 
 /// One encoded message, ready to go out as one packet: from [`Sender::encode`].
 pub(crate) struct Packet<'a> {
-    /// Header and inline payload (only the header when the payload is spilled).
-    bytes: &'a [u8],
+    /// The header of the inline packet, followed by the payload.
+    encoded: &'a [u8],
     /// The fds of the message's fd fields, borrowed from the message.
     field_fds: Vec<BorrowedFd<'a>>,
-    /// The sealed memfd holding a spilled payload; it goes last in the packet's fd list.
-    spill: Option<Frozen>,
+    /// Once the payload is spilled: the header that announces it, and the sealed memfd
+    /// holding the payload (it goes last in the packet's fd list).
+    spill: Option<([u8; HEADER_LEN], Frozen)>,
 }
 
 impl Packet<'_> {
+    /// Moves the payload into a sealed memfd; the packet becomes the header and the fds.
+    fn spill(&mut self) -> Result<()> {
+        let fd_count = self.field_fds.len() + 1;
+        if fd_count > MAX_FDS_PER_PACKET {
+            return Err(Error::TooManyFds {
+                count: fd_count,
+                max: MAX_FDS_PER_PACKET,
+            });
+        }
+        let payload = &self.encoded[HEADER_LEN..];
+        let frozen = Frozen::from_bytes("memfile-ipc message", payload)
+            .map_err(|e| Error::io("writing a spilled message to a memfd", None, e))?;
+        let header = Header {
+            spilled: true,
+            fd_count: fd_count as u32,
+            payload_len: payload.len() as u64,
+        };
+        self.spill = Some((header.to_bytes(), frozen));
+        Ok(())
+    }
+
     /// Sends the packet on `socket`; with `nonblocking`, [`Error::WouldBlock`] when the
     /// send buffer is full (the packet can then be sent again later).
-    pub(crate) fn send(&self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
-        let mut fds = self.field_fds.clone();
-        if let Some(frozen) = &self.spill {
-            fds.push(frozen.as_fd());
+    ///
+    /// An inline packet the kernel refuses as too large (`EMSGSIZE`: the socket's send
+    /// buffer is smaller than the inline limit assumed, e.g. lowered after the sender was
+    /// made) is spilled and sent again, so it goes out all the same.
+    pub(crate) fn send(&mut self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
+        match self.send_once(socket, nonblocking) {
+            Err(Error::Io { source, .. })
+                if self.spill.is_none() && source.raw_os_error() == Some(libc::EMSGSIZE) =>
+            {
+                self.spill()?;
+                self.send_once(socket, nonblocking)
+            }
+            other => other,
         }
-        let iov = [IoSlice::new(self.bytes)];
+    }
+
+    /// Sends the packet on `socket`, waiting for room until `deadline` at most.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when there was no room in time (nothing was sent); otherwise as
+    /// [`send`](Self::send).
+    pub(crate) fn send_until(&mut self, socket: &RawSocket, deadline: Instant) -> Result<()> {
+        loop {
+            match self.send(socket, true) {
+                Err(Error::WouldBlock) => socket.wait_until(PollFlags::POLLOUT, deadline)?,
+                done => return done,
+            }
+        }
+    }
+
+    fn send_once(&self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
+        let mut fds = self.field_fds.clone();
+        let bytes = match &self.spill {
+            Some((header, frozen)) => {
+                fds.push(frozen.as_fd());
+                &header[..]
+            }
+            None => self.encoded,
+        };
+        let iov = [IoSlice::new(bytes)];
         if nonblocking {
             socket.try_send(&iov, &fds)
         } else {
@@ -359,6 +484,29 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 ///
 /// A `Receiver` is serializable too: sent in a message, it hands the peer this end of the
 /// connection (drop your copy after sending it).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use memfile_core::Frozen;
+/// use memfile_ipc::{channel, Error, Fd};
+///
+/// let (tx, rx) = channel::<(u64, Fd<Frozen>)>()?;
+/// let big = Frozen::from_bytes("table", &[1u8; 1 << 20]).unwrap();
+/// tx.send(&(1, big.into()))?; // the buffer travels as an fd: no copy
+/// let (n, table) = rx.recv()?;
+/// assert_eq!((n, table.len()), (1, 1 << 20));
+///
+/// // Nothing queued: try_recv and recv_timeout return instead of waiting.
+/// assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
+/// let r = rx.recv_timeout(Duration::from_millis(10));
+/// assert!(matches!(r, Err(Error::Timeout)));
+///
+/// drop(tx);
+/// assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 pub struct Receiver<T> {
     socket: Arc<RawSocket>,
     limits: Limits,
@@ -433,7 +581,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read;
     /// - [`Error::Protocol`] / [`Error::VersionMismatch`]: the packet does not follow the
-    ///   wire protocol;
+    ///   wire protocol, or its spilled payload is a sparse memfd (fewer bytes allocated
+    ///   than the header announces: a peer could make this side copy bytes it never wrote);
     /// - [`Error::MessageTooLarge`], [`Error::TooManyFds`]: over this receiver's [`Limits`];
     /// - [`Error::Truncated`]: larger than the receive buffer (a sender with a raised
     ///   inline limit);
@@ -479,10 +628,29 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.recv_mode(mode)
     }
 
-    /// Iterates over incoming messages, waiting for each; ends when the peer disconnects.
-    /// Errors for single messages are yielded and iteration goes on.
+    /// Iterates over incoming messages, waiting for each.
+    ///
+    /// An error for one message (a packet rejected for [`Error::Protocol`],
+    /// [`Error::Codec`], [`Error::BadBuffer`], a limit, ...) is yielded and iteration goes
+    /// on with the next packet. Iteration ends when the peer disconnects, and right after
+    /// yielding an [`Error::Io`]: the socket itself failed (e.g. `EBADF`), and would fail
+    /// the same way for ever.
+    ///
+    /// ```
+    /// let (tx, rx) = memfile_ipc::channel::<u32>()?;
+    /// for n in 1..=3 {
+    ///     tx.send(&n)?;
+    /// }
+    /// drop(tx);
+    /// let all: Vec<u32> = rx.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(all, [1, 2, 3]);
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
     pub fn iter(&self) -> Iter<'_, T> {
-        Iter { receiver: self }
+        Iter {
+            receiver: self,
+            done: false,
+        }
     }
 
     fn recv_mode(&self, mode: RecvMode) -> Result<T> {
@@ -531,6 +699,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                     ),
                 });
             }
+            check_allocated(&payload, index)?;
             let scope = DecodeScope::begin(fds, budget);
             codec::decode(&payload, &scope)
         } else {
@@ -538,6 +707,36 @@ impl<T: DeserializeOwned> Receiver<T> {
             codec::decode(&buffer[HEADER_LEN..n], &scope)
         }
     }
+}
+
+/// Checks that the spilled payload `payload` (fd #`index` of its packet) is allocated in
+/// full, so that a peer cannot make this side fault in and copy bytes that cost it nothing.
+///
+/// A sparse sealed memfd of 2 GiB costs its sender no memory, yet decoding a `Vec<u8>` from
+/// it would make the receiver allocate and copy 2 GiB. An honest sender writes every byte of
+/// its spill memfd (`pwrite`, or a copy through a mapping, see `Frozen::from_bytes`), and
+/// every written page counts in `st_blocks`: 4 KiB pages and (shmem THP) huge pages alike,
+/// swapped-out pages too. The seals rule out punching holes later (`fallocate` refuses
+/// `FALLOC_FL_PUNCH_HOLE` on a write-sealed memfd), so the check cannot be raced. Only the
+/// spill memfd is checked: the crate itself reads all of it, whereas `Frozen` fields are
+/// handed to the application, which reads what it chooses of them (bounded by
+/// [`Limits::max_mapped_bytes`]).
+fn check_allocated(payload: &Frozen, index: usize) -> Result<()> {
+    let fd = payload.as_fd();
+    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::io("fstat", Some(fd.as_raw_fd()), e))?;
+    let allocated = (st.st_blocks as u64).saturating_mul(512);
+    let claimed = payload.len() as u64;
+    if allocated >= claimed {
+        return Ok(());
+    }
+    Err(Error::Protocol {
+        detail: format!(
+            "spilled payload memfd (fd #{index}, fd {} here) has only {allocated} of its \
+             {claimed} bytes allocated: a sparse file makes the receiver pay for bytes the \
+             sender never wrote",
+            fd.as_raw_fd()
+        ),
+    })
 }
 
 impl<T> fmt::Debug for Receiver<T> {
@@ -571,46 +770,70 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
     }
 }
 
-/// Iterator over a [`Receiver`]'s messages, from [`Receiver::iter`]; ends on
-/// [`Error::Disconnected`].
+/// The next item of an iterator over `receiver`'s messages; `done` is set once it ends.
+fn next_item<T: DeserializeOwned>(receiver: &Receiver<T>, done: &mut bool) -> Option<Result<T>> {
+    if *done {
+        return None;
+    }
+    match receiver.recv() {
+        Err(Error::Disconnected) => {
+            *done = true;
+            None
+        }
+        Err(e @ Error::Io { .. }) => {
+            *done = true;
+            Some(Err(e))
+        }
+        other => Some(other),
+    }
+}
+
+/// Iterator over a [`Receiver`]'s messages, from [`Receiver::iter`]: yields an error for a
+/// single bad message and goes on; ends on [`Error::Disconnected`] and after an
+/// [`Error::Io`].
 pub struct Iter<'a, T> {
     receiver: &'a Receiver<T>,
+    done: bool,
 }
 
 impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
     type Item = Result<T>;
     fn next(&mut self) -> Option<Result<T>> {
-        match self.receiver.recv() {
-            Err(Error::Disconnected) => None,
-            other => Some(other),
-        }
+        next_item(self.receiver, &mut self.done)
     }
 }
+
+impl<T: DeserializeOwned> FusedIterator for Iter<'_, T> {}
 
 impl<T> fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Iter")
             .field("receiver", self.receiver)
+            .field("done", &self.done)
             .finish()
     }
 }
 
-/// Owning iterator over a [`Receiver`]'s messages; ends on [`Error::Disconnected`].
+/// Owning iterator over a [`Receiver`]'s messages; ends as [`Iter`] does.
 pub struct IntoIter<T> {
     receiver: Receiver<T>,
+    done: bool,
 }
 
 impl<T: DeserializeOwned> Iterator for IntoIter<T> {
     type Item = Result<T>;
     fn next(&mut self) -> Option<Result<T>> {
-        self.receiver.iter().next()
+        next_item(&self.receiver, &mut self.done)
     }
 }
+
+impl<T: DeserializeOwned> FusedIterator for IntoIter<T> {}
 
 impl<T> fmt::Debug for IntoIter<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntoIter")
             .field("receiver", &self.receiver)
+            .field("done", &self.done)
             .finish()
     }
 }
@@ -627,7 +850,10 @@ impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
     type Item = Result<T>;
     type IntoIter = IntoIter<T>;
     fn into_iter(self) -> IntoIter<T> {
-        IntoIter { receiver: self }
+        IntoIter {
+            receiver: self,
+            done: false,
+        }
     }
 }
 
@@ -642,6 +868,11 @@ fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
 /// over the one connection: send `Tx`, receive `Rx`.
 ///
 /// The socket closes when both endpoints (and their clones) are dropped.
+///
+/// This does **not** authenticate the server: whoever bound `path` first gets what you
+/// send. Use [`connect_with_policy`](crate::connect_with_policy) (recommended policy:
+/// [`SameUid`](crate::CredentialPolicy::SameUid)) unless only trusted processes can
+/// create `path`.
 ///
 /// # Errors
 ///
@@ -672,6 +903,10 @@ pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<R
 
 /// Connects to a [`Listener`] bound to a Linux abstract socket name (see
 /// [`Listener::bind_abstract`]); returns a duplex pair of endpoints, as [`connect`].
+///
+/// This does **not** authenticate the server, and any local process can bind an abstract
+/// name first: prefer [`connect_abstract_with_policy`](crate::connect_abstract_with_policy)
+/// with [`SameUid`](crate::CredentialPolicy::SameUid).
 ///
 /// # Errors
 ///
@@ -751,7 +986,11 @@ pub fn spawn<Tx, Rx>(cmd: &mut Command) -> Result<(ChildProcess, Sender<Tx>, Rec
 /// In a child started by [`spawn`]: takes the end of the socket the parent passed down and
 /// returns a duplex pair of endpoints: send `Tx` to the parent, receive `Rx` from it.
 ///
-/// Call it once; the environment variable is removed.
+/// Call it once. The environment variables (`MEMFILE_IPC_FD` and its inode check) are
+/// removed only if this process has a single thread at that moment (changing the
+/// environment while another thread may read it is unsound); otherwise they stay, and a
+/// grandchild that inherits them is kept from adopting a wrong fd by the inode check. Call
+/// it early in `main`, before starting threads, to get a clean environment.
 ///
 /// # Errors
 ///

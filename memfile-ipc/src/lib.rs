@@ -5,7 +5,8 @@
 //!
 //! - [`channel`] makes a connected [`Sender`]/[`Receiver`] pair; [`spawn`] starts a child
 //!   process connected to this one ([`from_parent`] in the child); [`Listener`] and
-//!   [`connect`] connect unrelated processes by a path or abstract name.
+//!   [`connect`] connect unrelated processes by a path or abstract name
+//!   ([`connect_with_policy`] also checks who the server is).
 //! - A message is any `serde` type. Its big parts go as fds, not bytes: a field of type
 //!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile_ipc::fd")]`) travels
 //!   as a sealed memfd that the receiver maps read-only, verified immutable before the
@@ -81,7 +82,10 @@ mod listener;
 mod process;
 pub mod raw;
 pub use cred::{CredentialCheck, CredentialPolicy, Credentials};
-pub use listener::{Listener, connect_abstract_raw, connect_raw};
+pub use listener::{
+    Listener, connect_abstract_raw, connect_abstract_raw_with_policy, connect_raw,
+    connect_raw_with_policy,
+};
 pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 
 // --- owned by the typed-channel work: wire.rs, codec.rs, fd.rs, channel.rs, limits.rs ---
@@ -93,6 +97,8 @@ mod wire;
 pub use channel::{
     IntoIter, Iter, Receiver, Sender, channel, connect, connect_abstract, from_parent, spawn,
 };
+mod connect;
+pub use connect::{connect_abstract_with_policy, connect_with_policy};
 pub use fd::Fd;
 pub use limits::Limits;
 

@@ -56,6 +56,42 @@ enum Name {
 /// as [`Error::PeerRejected`], and the listener stays usable.
 ///
 /// Dropping a path listener removes its socket file.
+///
+/// # Examples
+///
+/// A server thread answering two clients; the clients check that the server runs as our
+/// own user before sending anything ([`connect_with_policy`](crate::connect_with_policy)):
+///
+/// ```
+/// use memfile_ipc::{CredentialPolicy, Listener, connect_with_policy};
+///
+/// let dir = std::env::temp_dir().join(format!("memfile-doc-listener-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("server.sock");
+/// let listener = Listener::bind(&path)?; // mode 0600; peers must have our uid (SameUid)
+///
+/// let server = std::thread::spawn(move || -> memfile_ipc::Result<()> {
+///     for _ in 0..2 {
+///         // Send `usize`, receive `String`.
+///         let (tx, rx) = listener.accept::<usize, String>()?;
+///         let client = tx.peer_credentials()?; // who connected (SO_PEERCRED)
+///         assert_eq!(client.pid, std::process::id() as i32);
+///         let request = rx.recv()?;
+///         tx.send(&request.len())?;
+///     }
+///     Ok(()) // the listener is dropped here and removes the socket file
+/// });
+///
+/// for word in ["hello", "memfile"] {
+///     let (tx, rx) = connect_with_policy::<String, usize>(&path, CredentialPolicy::SameUid)?;
+///     tx.send(&word.to_owned())?;
+///     assert_eq!(rx.recv()?, word.len());
+/// }
+/// server.join().unwrap()?;
+/// assert!(!path.exists());
+/// # std::fs::remove_dir(&dir).unwrap();
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     /// Non-blocking, so that several threads may accept at once without one of them
@@ -443,6 +479,11 @@ fn remove_if_stale(path: &Path) -> Result<()> {
 
 /// Connects to a [`Listener`] bound to `path`.
 ///
+/// This does **not** check who is listening: whatever process bound `path` first gets the
+/// connection and everything sent over it. Prefer [`connect_raw_with_policy`] with
+/// [`CredentialPolicy::SameUid`] unless the directory holding `path` is writable only by
+/// processes you trust.
+///
 /// The connection may be refused by the listener's credential policy after the fact: the
 /// first `recv` then reports [`Error::Disconnected`]. While the listener's backlog is full,
 /// this waits (as `connect(2)` does on a blocking Unix socket).
@@ -462,6 +503,10 @@ pub fn connect_raw(path: impl AsRef<Path>) -> Result<RawSocket> {
 
 /// Connects to a [`Listener`] bound to the abstract `name` (without the leading NUL).
 ///
+/// This does **not** check who is listening, and any local process (in the same network
+/// namespace) can bind an abstract name first: prefer [`connect_abstract_raw_with_policy`]
+/// with [`CredentialPolicy::SameUid`].
+///
 /// # Errors
 ///
 /// [`Error::Io`] naming the abstract name: `ECONNREFUSED` (nobody listens there),
@@ -473,4 +518,66 @@ pub fn connect_abstract_raw(name: impl AsRef<[u8]>) -> Result<RawSocket> {
     connect_retry(&fd, &addr)
         .map_err(|e| abstract_err("connect", Some(fd.as_raw_fd()), name, e))?;
     Ok(RawSocket::from_accepted(fd))
+}
+
+/// Like [`connect_raw`], but first checks who is listening: the server's `SO_PEERCRED`
+/// (the credentials of the process that called `listen`) is read right after `connect` and
+/// judged by `policy` before anything is sent.
+///
+/// This is how a client makes sure its buffers go to the intended server and not to
+/// whoever bound the path first (a path in a shared directory such as `/tmp` can be taken
+/// by anyone). [`CredentialPolicy::SameUid`] is the usual choice.
+///
+/// A server that is refused sees a connection that closes without a message.
+///
+/// # Errors
+///
+/// [`Error::PeerRejected`] naming the server's pid, uid and gid when `policy` refuses it
+/// (the socket is closed); otherwise as [`connect_raw`], or [`Error::Io`] when
+/// `getsockopt(SO_PEERCRED)` fails.
+pub fn connect_raw_with_policy(
+    path: impl AsRef<Path>,
+    policy: CredentialPolicy,
+) -> Result<RawSocket> {
+    check_server(connect_raw(path)?, &policy)
+}
+
+/// Like [`connect_abstract_raw`], but checks the listening process's credentials against
+/// `policy` first, as [`connect_raw_with_policy`] does.
+///
+/// Abstract names have no permissions and any local process can bind one, so this check
+/// is the only way to know who is at the other end.
+///
+/// # Errors
+///
+/// [`Error::PeerRejected`] when `policy` refuses the server (the socket is closed);
+/// otherwise as [`connect_abstract_raw`], or [`Error::Io`] when
+/// `getsockopt(SO_PEERCRED)` fails.
+pub fn connect_abstract_raw_with_policy(
+    name: impl AsRef<[u8]>,
+    policy: CredentialPolicy,
+) -> Result<RawSocket> {
+    check_server(connect_abstract_raw(name)?, &policy)
+}
+
+/// Judges a freshly connected socket's server by `policy`; drops (closes) it if refused.
+fn check_server(socket: RawSocket, policy: &CredentialPolicy) -> Result<RawSocket> {
+    // For a connected Unix socket the kernel records the listener's credentials as of its
+    // `listen` call: the server cannot forge them.
+    let server = socket.peer_credentials()?;
+    match policy.check(&server) {
+        Ok(()) => Ok(socket),
+        Err(reason) => {
+            drop(socket);
+            let error = Error::PeerRejected {
+                pid: server.pid,
+                uid: server.uid,
+                gid: server.gid,
+                reason,
+            };
+            // Not traced: the caller gets the error (the `tracing` events are about what
+            // a listener decides on its own).
+            Err(error)
+        }
+    }
 }

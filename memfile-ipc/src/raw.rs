@@ -295,16 +295,7 @@ impl RawSocket {
                 Step::Errno(Errno::EAGAIN) => match mode {
                     RecvMode::NonBlocking => return Err(Error::WouldBlock),
                     RecvMode::Blocking => self.wait(PollFlags::POLLIN, PollTimeout::NONE)?,
-                    RecvMode::Deadline(deadline) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Err(Error::Timeout);
-                        }
-                        // Round up, so that we never spin on a zero-millisecond poll.
-                        let ms = left.as_micros().div_ceil(1000);
-                        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-                        self.wait(PollFlags::POLLIN, timeout)?;
-                    }
+                    RecvMode::Deadline(deadline) => self.wait_until(PollFlags::POLLIN, deadline)?,
                 },
                 Step::Errno(e) if is_disconnect(e) => return Err(Error::Disconnected),
                 Step::Errno(e) => return Err(Error::io("recvmsg", Some(self.fd.as_raw_fd()), e)),
@@ -358,6 +349,24 @@ impl RawSocket {
             return Ok(Step::Empty);
         }
         Ok(Step::Packet(n as usize))
+    }
+
+    /// Waits for `events` on the socket until `deadline` at most; returns early on EINTR
+    /// (the caller loops and tries again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when `deadline` has passed (checked before waiting, so a caller
+    /// that loops on it always ends); [`Error::Io`] when `poll` fails.
+    pub(crate) fn wait_until(&self, events: PollFlags, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        // Round up, so that we never spin on a zero-millisecond poll.
+        let ms = left.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        self.wait(events, timeout)
     }
 
     /// Waits for `events` on the socket; returns early on EINTR (the caller loops).

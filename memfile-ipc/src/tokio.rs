@@ -62,7 +62,7 @@ use std::task::{Context, Poll, ready};
 use ::tokio::io::Interest;
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::runtime::Handle;
-use futures_core::Stream;
+use futures_core::{FusedStream, Stream};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -221,6 +221,11 @@ impl<T: Serialize> AsyncSender<T> {
     /// there is room. Cancel-safe: if the future is dropped before it completes, nothing
     /// was sent.
     ///
+    /// Only the wait is async: encoding, and copying a spilled message into its memfd, run
+    /// synchronously on the task's thread when the future is first polled. For messages
+    /// of many MiB, send `Frozen` fields (no copy at all), or send with the blocking
+    /// [`Sender`] inside `tokio::task::spawn_blocking`.
+    ///
     /// # Errors
     ///
     /// As [`Sender::send`], plus [`Error::Io`] when the reactor fails (e.g. its runtime
@@ -228,7 +233,7 @@ impl<T: Serialize> AsyncSender<T> {
     pub async fn send(&self, msg: &T) -> Result<()> {
         let mut buffer = take_send_buffer();
         let result = match self.inner.encode(msg, &mut buffer) {
-            Ok(packet) => {
+            Ok(mut packet) => {
                 let socket = self.inner.raw();
                 on_readiness(&self.io, Interest::WRITABLE, || packet.send(socket, true)).await
             }
@@ -276,13 +281,16 @@ impl<T> AsFd for AsyncSender<T> {
 // -----------------------------------------------------------------------------------------
 
 /// The async receiving half of a typed channel: a [`Receiver`] registered with a tokio
-/// runtime; also a [`Stream`] of messages that ends when the peer disconnects.
+/// runtime; also a [`Stream`] of messages that ends when the peer disconnects (or the
+/// socket fails: see the `Stream` impl).
 ///
 /// Same checks, limits and errors as [`Receiver`]: a bad packet is an error for that one
 /// `recv` (or one `Err` item of the stream), and the next one reads the next packet.
 pub struct AsyncReceiver<T> {
     inner: Receiver<T>,
     io: Registration,
+    /// The [`Stream`] has ended (it returns `None` from now on); `recv` is unaffected.
+    stream_ended: bool,
 }
 
 impl<T> AsyncReceiver<T> {
@@ -319,6 +327,7 @@ impl<T> AsyncReceiver<T> {
         Ok(AsyncReceiver {
             inner: receiver,
             io,
+            stream_ended: false,
         })
     }
 
@@ -358,6 +367,11 @@ impl<T: DeserializeOwned> AsyncReceiver<T> {
     /// so dropping this future (in `select!`, or a timeout) loses no message and leaks no
     /// fd. Several tasks may wait on one receiver; each message goes to one of them.
     ///
+    /// Only the wait is async: checking the fds, mapping a spilled payload and decoding it
+    /// run synchronously on the task's thread. For messages of many MiB of serialized
+    /// bytes, send `Frozen` fields instead, or receive with the blocking [`Receiver`]
+    /// inside `tokio::task::spawn_blocking`.
+    ///
     /// # Errors
     ///
     /// As [`Receiver::recv`], plus [`Error::Io`] when the reactor fails (e.g. its runtime
@@ -392,16 +406,34 @@ impl<T: DeserializeOwned> AsyncReceiver<T> {
     }
 }
 
-/// Yields every message (or the error for a packet that was rejected) and ends at
-/// [`Error::Disconnected`], like [`Receiver::iter`].
+/// Yields every message, or the error for a packet that was rejected (and goes on), like
+/// [`Receiver::iter`]; ends at [`Error::Disconnected`], and right after yielding an
+/// [`Error::Io`] (the socket or the reactor failed, and would fail the same way for ever).
 impl<T: DeserializeOwned> Stream for AsyncReceiver<T> {
     type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<T>>> {
-        match ready!(self.poll_recv(cx)) {
-            Err(Error::Disconnected) => Poll::Ready(None),
+        let this = self.get_mut();
+        if this.stream_ended {
+            return Poll::Ready(None);
+        }
+        match ready!(this.poll_recv(cx)) {
+            Err(Error::Disconnected) => {
+                this.stream_ended = true;
+                Poll::Ready(None)
+            }
+            Err(e @ Error::Io { .. }) => {
+                this.stream_ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
             other => Poll::Ready(Some(other)),
         }
+    }
+}
+
+impl<T: DeserializeOwned> FusedStream for AsyncReceiver<T> {
+    fn is_terminated(&self) -> bool {
+        self.stream_ended
     }
 }
 
@@ -462,6 +494,7 @@ pub fn duplex_from_blocking<Tx, Rx>(
         AsyncReceiver {
             inner: rx,
             io: rx_io,
+            stream_ended: false,
         },
     ))
 }

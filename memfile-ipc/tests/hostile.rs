@@ -1141,7 +1141,8 @@ fn run_child(role: &str, limit: Duration) -> String {
 
 /// A sealed sparse spilled payload just under the default 2 GiB message limit, whose string
 /// claims 32 GiB: the claim must be refused, not allocated (which aborts the process when
-/// the allocation fails).
+/// the allocation fails). The sparse file itself is refused first now (`Protocol`, see
+/// `sparse_spilled_payloads_are_refused`); the claim in an allocated file is tested there.
 fn child_spilled_claim() {
     let len: u64 = (2 << 30) - 1;
     let m = MemFile::create_sealable("sparse-claim").unwrap();
@@ -1155,7 +1156,10 @@ fn child_spilled_claim() {
     let r = rx.recv_timeout(Duration::from_secs(30));
     println!("RESULT {r:?}");
     assert!(
-        matches!(r, Err(Error::Codec { .. } | Error::MessageTooLarge { .. })),
+        matches!(
+            r,
+            Err(Error::Protocol { .. } | Error::Codec { .. } | Error::MessageTooLarge { .. })
+        ),
         "{r:?}"
     );
 }
@@ -1318,4 +1322,88 @@ fn wrong_kinds_for_memfile_and_socket_fields() {
     );
     let others = rx.recv().unwrap();
     others.reply.send(&5).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Sparse spilled payloads (audit f2): a sealed sparse memfd costs its sender nothing, but
+// decoding it would make the receiver fault in and copy every byte it claims.
+
+/// A sealed spill memfd of `len` bytes whose first bytes are `payload` and the rest a hole.
+fn sparse_spill(payload: &[u8], len: u64) -> MemFile {
+    let m = MemFile::create_sealable("sparse-spill").unwrap();
+    m.as_file().write_all_at(payload, 0).unwrap();
+    m.set_len(len).unwrap();
+    memfd_seal_all(m)
+}
+
+fn is_sparse_refusal(e: &Error, claimed: u64) -> bool {
+    let text = e.to_string();
+    matches!(e, Error::Protocol { .. })
+        && text.contains("fd #1")
+        && text.contains(&format!("{claimed} bytes allocated"))
+}
+
+#[test]
+fn sparse_spilled_payloads_are_refused() {
+    let _g = lock();
+    let payload = msg_payload(3, "sparse", 0);
+    let spilled = |len: u64| header(1, FLAG_SPILLED, 2, 0, len);
+    // Just under the default 2 GiB message limit, one page allocated.
+    let len: u64 = (2 << 30) - 1;
+    case(
+        "sparse 2 GiB spilled payload",
+        |raw| {
+            let m = sparse_spill(&payload, len);
+            send(raw, &spilled(len), &[sealed(b"f").as_fd(), m.as_fd()]);
+        },
+        |e| is_sparse_refusal(e, len),
+    );
+    // A hole in the middle of an otherwise written file is refused as well.
+    let len: u64 = 3 << 20;
+    case(
+        "spilled payload with a hole in the middle",
+        |raw| {
+            let m = MemFile::create_sealable("holey-spill").unwrap();
+            m.as_file().write_all_at(&payload, 0).unwrap();
+            m.as_file().write_all_at(&[1], len - 1).unwrap();
+            let m = memfd_seal_all(m);
+            send(raw, &spilled(len), &[sealed(b"f").as_fd(), m.as_fd()]);
+        },
+        |e| is_sparse_refusal(e, len),
+    );
+    // Allocated in full, but the string claims 32 GiB: refused by the codec, not allocated.
+    case(
+        "allocated spilled payload with a 32 GiB string claim",
+        |raw| {
+            let mut p = varint(1);
+            p.extend(varint(32 << 30));
+            p.resize(1 << 20, b'x');
+            send(raw, &spilled(p.len() as u64), &[sealed(b"f").as_fd(), sealed(&p).as_fd()]);
+        },
+        is_decode,
+    );
+    // A spill filled through a mapping (`Frozen::build`, as `Frozen::from_bytes` does for
+    // large payloads under shmem THP) is allocated in full, and accepted.
+    let mut padded = msg_payload(9, &"y".repeat(300_000), 0);
+    padded.shrink_to_fit();
+    let (raw, rx) = pair::<Msg>();
+    let mapped = Frozen::build("mapped-spill", padded.len(), |b| b.copy_from_slice(&padded))
+        .unwrap();
+    send(
+        &raw,
+        &spilled(padded.len() as u64),
+        &[sealed(b"field").as_fd(), mapped.as_fd()],
+    );
+    let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((m.seq, m.text.len(), &m.frozen[..]), (9, 300_000, &b"field"[..]));
+    // And so is the crate's own spill of a large message (pwrite path).
+    let tx = Sender::<Msg>::from_raw(raw.clone());
+    let big = Msg {
+        seq: 10,
+        text: "z".repeat(3 << 20),
+        frozen: Fd::new(sealed(b"big")),
+    };
+    tx.send(&big).unwrap();
+    let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((m.seq, m.text.len()), (10, 3 << 20));
 }

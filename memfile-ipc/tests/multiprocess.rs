@@ -47,6 +47,7 @@ fn child() {
         "echo" => child_echo(),
         "buffers" => child_buffers(),
         "big" => child_big(),
+        "big_plain" => child_big_plain(),
         "threads" => child_threads(),
         "die" => child_die(),
         "frozen_then_exit" => child_frozen_then_exit(),
@@ -176,41 +177,92 @@ struct Big {
     data: Vec<u8>,
 }
 
-/// Positions with distinct values, checked by the child (the rest is 0xA5).
+/// The same bytes as a plain `Vec<u8>`: serde hands it over as a sequence of `u8`, one
+/// element at a time (same wire bytes, a different and slower code path).
+#[derive(Serialize, Deserialize)]
+struct BigPlain {
+    data: Vec<u8>,
+}
+
+/// Positions with distinct values (the rest is 0xA5).
 fn marks() -> impl Iterator<Item = (usize, u8)> {
     (0..64).map(|i| (i * (GIB / 64) + i * 4099 % 4096, i as u8))
 }
 
-fn child_big() {
-    let (tx, rx) = from_parent::<(u64, bool), Big>().unwrap();
-    let big = rx.recv_timeout(TIMEOUT).unwrap();
-    let ok = marks().all(|(i, v)| big.data[i] == v)
-        && big
-            .data
-            .iter()
-            .step_by(4096)
-            .filter(|&&b| b != 0xA5)
-            .count()
-            <= 64;
-    tx.send(&(big.data.len() as u64, ok)).unwrap();
-}
-
-/// A 1 GiB `Vec<u8>` goes through the spill path (the payload is a sealed memfd). The buffer
-/// is made with `vec![0xA5; 1 GiB]` (one memset) plus 64 marks, so the test's time is the
-/// codec's and the kernel's, a few seconds also in debug builds.
-#[test]
-fn one_gib_message_spills() {
-    let (child, tx, rx) = spawn_child::<Big, (u64, bool)>("big");
+/// The 1 GiB test buffer: one memset plus 64 marks, so that making it costs next to nothing.
+fn big_buffer() -> Vec<u8> {
     let mut data = vec![0xA5u8; GIB];
     for (i, v) in marks() {
         data[i] = v;
     }
+    data
+}
+
+/// A position-dependent checksum of every byte (Fletcher-style over little-endian `u64`
+/// words, the tail byte by byte): a byte changed, lost or moved anywhere changes it.
+fn checksum(bytes: &[u8]) -> u64 {
+    let (mut a, mut b) = (0u64, 0u64);
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for w in words {
+        a = a.wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
+        b = b.wrapping_add(a);
+    }
+    for &t in tail {
+        a = a.wrapping_add(u64::from(t));
+        b = b.wrapping_add(a);
+    }
+    a ^ b.rotate_left(32) ^ bytes.len() as u64
+}
+
+/// Replies with the length and checksum of the whole buffer it received.
+fn child_big() {
+    let (tx, rx) = from_parent::<(u64, u64), Big>().unwrap();
+    let big = rx.recv_timeout(TIMEOUT).unwrap();
+    tx.send(&(big.data.len() as u64, checksum(&big.data)))
+        .unwrap();
+}
+
+fn child_big_plain() {
+    let (tx, rx) = from_parent::<(u64, u64), BigPlain>().unwrap();
+    let big = rx.recv_timeout(TIMEOUT).unwrap();
+    tx.send(&(big.data.len() as u64, checksum(&big.data)))
+        .unwrap();
+}
+
+/// A 1 GiB `Vec<u8>` goes through the spill path (the payload is a sealed memfd), and the
+/// child checks every byte of it (a checksum of the whole buffer). Making the buffer is one
+/// memset, so the test's time is the codec's and the kernel's: a few seconds in debug.
+#[test]
+fn one_gib_message_spills() {
+    let (child, tx, rx) = spawn_child::<Big, (u64, u64)>("big");
+    let data = big_buffer();
+    let expected = checksum(&data);
     let start = Instant::now();
     tx.send(&Big { data }).unwrap();
-    let (len, ok) = rx.recv_timeout(TIMEOUT).unwrap();
+    let (len, sum) = rx.recv_timeout(TIMEOUT).unwrap();
     eprintln!("1 GiB message sent and checked in {:?}", start.elapsed());
     assert_eq!(len, GIB as u64);
-    assert!(ok, "child saw wrong bytes");
+    assert_eq!(sum, expected, "child saw different bytes");
+    expect_success(child);
+}
+
+/// The same 1 GiB as a plain `Vec<u8>` (no `serde_bytes`): encoded and decoded one element
+/// at a time, then checked whole by the child.
+#[test]
+fn one_gib_plain_vec_message_spills() {
+    let (child, tx, rx) = spawn_child::<BigPlain, (u64, u64)>("big_plain");
+    let data = big_buffer();
+    let expected = checksum(&data);
+    let start = Instant::now();
+    tx.send(&BigPlain { data }).unwrap();
+    let (len, sum) = rx.recv_timeout(TIMEOUT).unwrap();
+    eprintln!(
+        "1 GiB plain Vec message sent and checked in {:?}",
+        start.elapsed()
+    );
+    assert_eq!(len, GIB as u64);
+    assert_eq!(sum, expected, "child saw different bytes");
     expect_success(child);
 }
 
