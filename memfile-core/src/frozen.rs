@@ -543,7 +543,11 @@ pub(crate) fn map_writable(file: &MemFile, len: usize) -> io::Result<MmapMut> {
         // SAFETY: `map` is a live mapping of exactly `map.len()` bytes starting at a page
         // boundary, owned by `map`; `minherit` changes only what a future fork inherits.
         let rc = unsafe {
-            libc::minherit(map.as_ptr().cast_mut().cast(), map.len(), libc::INHERIT_NONE)
+            libc::minherit(
+                map.as_ptr().cast_mut().cast(),
+                map.len(),
+                libc::INHERIT_NONE,
+            )
         };
         if rc != 0 {
             return Err(io::Error::last_os_error());

@@ -508,14 +508,10 @@ fn create_fd(
     let _ = exec_flags;
     match sys::memfd_create(name, flags) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) && options.exec => {
-            Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "MFD_EXEC refused: the vm.memfd_noexec sysctl forbids executable memfds ({e})"
-                ),
-            ))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && options.exec => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("MFD_EXEC refused: the vm.memfd_noexec sysctl forbids executable memfds ({e})"),
+        )),
         result => result,
     }
 }
@@ -770,8 +766,8 @@ mod tests {
     #[test]
     fn without_exec_flags_allow_sealing_false_still_forbids_seals() {
         let no_exec_flags = || Ok(false);
-        let file = MemFile::create_with(c"old-kernel", CreateOptions::new(), no_exec_flags)
-            .unwrap();
+        let file =
+            MemFile::create_with(c"old-kernel", CreateOptions::new(), no_exec_flags).unwrap();
         let seals = file.get_seals().unwrap();
         assert!(seals.contains(Seal::Seal), "seals: {seals}");
         for &seal in Seal::ALL {

@@ -328,6 +328,7 @@ fn io_copy_from_a_reader_copies_everything() {
     assert_eq!(w.out, &data[123_457..]);
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn io_copy_from_open_reader_into_a_file() {
     let data = pattern(200_000);
@@ -348,6 +349,7 @@ fn offset_of(fd: impl AsFd) -> i64 {
     nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekCur).unwrap()
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn frozen_as_stdin_of_cat_and_wc() {
     let data = pattern(1 << 20);
@@ -367,6 +369,7 @@ fn frozen_as_stdin_of_cat_and_wc() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1048576");
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn frozen_stdin_starts_at_zero_whatever_the_shared_offset() {
     let frozen = Frozen::from_bytes("stdin-offset", b"0123456789").unwrap();
@@ -386,6 +389,7 @@ fn frozen_stdin_starts_at_zero_whatever_the_shared_offset() {
     assert_eq!(offset_of(&frozen), 4);
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn frozen_stdin_is_read_only_for_the_child() {
     let frozen = Frozen::from_bytes("stdin-ro", b"unchanged").unwrap();

@@ -1,5 +1,12 @@
 //! `Frozen`: what it accepts, what it rejects, and that nobody can change it afterwards.
 
+// Several tests need Linux (`/proc/self/fd`, `FutureWrite`, `fallocate`); on FreeBSD their
+// helpers and imports go unused.
+#![cfg_attr(
+    not(any(target_os = "linux", target_os = "android")),
+    allow(unused_imports, dead_code)
+)]
+
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -128,6 +135,7 @@ fn build_and_region_do_not_hit_ebusy() {
     }
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn rejects_every_file_that_could_change() {
     // No seals at all (on 6.3+ it has Exec, which does not help).
@@ -158,6 +166,7 @@ fn rejects_every_file_that_could_change() {
     );
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn accepts_extra_seals() {
     let f = sealable_with(
@@ -229,6 +238,7 @@ fn rejects_a_write_only_descriptor() {
 }
 
 /// Tries every way to change a frozen file through `fd`; returns a list of what worked.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn try_to_change(fd: std::os::fd::BorrowedFd<'_>) -> Vec<String> {
     let mut changed = Vec::new();
     let file = MemFile::from_fd(fd.try_clone_to_owned().unwrap()).unwrap();
@@ -271,6 +281,7 @@ fn try_to_change(fd: std::os::fd::BorrowedFd<'_>) -> Vec<String> {
     changed
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn nobody_can_change_a_frozen_file() {
     let frozen = Frozen::from_bytes("immutable", &[42u8; 8192]).unwrap();
@@ -285,6 +296,7 @@ fn nobody_can_change_a_frozen_file() {
     assert_eq!(e, nix::errno::Errno::EPERM);
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn a_child_process_cannot_change_it() {
     let frozen = Frozen::build("fork", 4096, |b| b.fill(9)).unwrap();
@@ -426,6 +438,7 @@ fn try_build_returns_the_closures_error() {
     assert_eq!(r.unwrap_err().to_string(), "no data");
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 #[test]
 fn open_reader_has_its_own_offset() {
     let f = Frozen::from_bytes("reader", b"0123456789").unwrap();
@@ -507,8 +520,14 @@ fn try_as_slice_maps_on_first_read_and_reuses_the_mapping() -> io::Result<()> {
     let mut region = memfile_core::WritableRegion::new("region", 3)?;
     region.copy_from_slice(b"reg");
     let made = [
-        (Frozen::from_bytes("bytes", b"from bytes")?, &b"from bytes"[..]),
-        (Frozen::build("build", 5, |b| b.copy_from_slice(b"built"))?, b"built"),
+        (
+            Frozen::from_bytes("bytes", b"from bytes")?,
+            &b"from bytes"[..],
+        ),
+        (
+            Frozen::build("build", 5, |b| b.copy_from_slice(b"built"))?,
+            b"built",
+        ),
         (region.freeze()?, b"reg"),
         (Frozen::from_bytes("empty", b"")?, b""),
         (MemFile::create_sealable("freeze")?.freeze()?, b""),
@@ -516,7 +535,11 @@ fn try_as_slice_maps_on_first_read_and_reuses_the_mapping() -> io::Result<()> {
     for (frozen, expected) in &made {
         let first = frozen.try_as_slice()?;
         assert_eq!(first, *expected);
-        assert_eq!(first.as_ptr(), frozen.as_slice().as_ptr(), "one mapping, reused");
+        assert_eq!(
+            first.as_ptr(),
+            frozen.as_slice().as_ptr(),
+            "one mapping, reused"
+        );
         assert_eq!(frozen.clone().try_as_slice()?.as_ptr(), first.as_ptr());
     }
     Ok(())
@@ -539,7 +562,10 @@ fn try_as_slice_returns_the_mapping_error() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-        assert!(stdout.contains("child: mapping refused and retried"), "{stdout}");
+        assert!(
+            stdout.contains("child: mapping refused and retried"),
+            "{stdout}"
+        );
         return;
     }
 
@@ -570,7 +596,9 @@ fn try_as_slice_returns_the_mapping_error() {
     // SAFETY: plain syscall on a valid rlimit; it lowers only this child's soft limit.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limited) }, 0);
 
-    let err = frozen.try_as_slice().expect_err("1 GiB mapping over the limit");
+    let err = frozen
+        .try_as_slice()
+        .expect_err("1 GiB mapping over the limit");
     let msg = err.to_string();
     assert_eq!(err.kind(), io::ErrorKind::OutOfMemory, "{msg}");
     assert!(msg.contains(&format!("fd {}", frozen.as_raw_fd())), "{msg}");
