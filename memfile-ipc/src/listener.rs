@@ -50,7 +50,10 @@ enum Name {
 ///
 /// Bind it to a path ([`bind`](Self::bind)) or to an abstract name
 /// ([`bind_abstract`](Self::bind_abstract)); peers reach it with [`connect_raw`] or
-/// [`connect_abstract_raw`] (or the typed `connect`). Each accepted connection's
+/// [`connect_abstract_raw`] (or the typed `connect`), or, to check who is listening
+/// before sending anything, with [`connect_raw_with_policy`] and
+/// [`connect_abstract_raw_with_policy`] (typed: `connect_with_policy`). Each accepted
+/// connection's
 /// `SO_PEERCRED` is checked against the [`CredentialPolicy`] (default:
 /// [`SameUid`](CredentialPolicy::SameUid)); a refused peer is disconnected and reported
 /// as [`Error::PeerRejected`], and the listener stays usable.

@@ -33,6 +33,22 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 ///
 /// A thin wrapper over [`std::process::Child`]; like it, dropping a `ChildProcess` neither
 /// kills nor waits for the child. Call [`wait`](Self::wait) to reap it.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::process::Command;
+///
+/// // "worker" calls `memfile_ipc::from_parent::<String, String>()` and serves requests
+/// // until the connection closes.
+/// let (mut child, tx, rx) = memfile_ipc::spawn::<String, String>(&mut Command::new("worker"))?;
+/// println!("worker {} runs as uid {}", child.id(), child.credentials()?.uid);
+/// tx.send(&"job".to_owned())?;
+/// let answer = rx.recv()?;
+/// drop((tx, rx)); // the worker's next recv reports Disconnected, and it exits
+/// assert!(child.wait()?.success(), "{answer}");
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ChildProcess {
     child: Child,
@@ -141,6 +157,27 @@ impl ChildProcess {
 ///
 /// [`Error::Io`] when the socket pair cannot be made (`socketpair`), or the child cannot
 /// be started (`spawn`: e.g. the program does not exist).
+///
+/// # Examples
+///
+/// Any program can be the child; here a shell checks that it inherited a socket at the
+/// number named in [`FD_ENV`], and its exit shows up on our end:
+///
+/// ```
+/// use std::process::Command;
+/// use memfile_ipc::raw::RecvMode;
+/// use memfile_ipc::{Error, FD_ENV, spawn_raw};
+///
+/// let script = format!("test -S /proc/self/fd/${FD_ENV}");
+/// let (mut child, socket) = spawn_raw(Command::new("sh").args(["-c", &script]))?;
+/// assert!(child.wait()?.success(), "the child has no socket at ${FD_ENV}");
+/// let (mut buf, mut fds) = ([0u8; 16], Vec::new());
+/// assert!(matches!(
+///     socket.recv(&mut buf, &mut fds, RecvMode::Blocking),
+///     Err(Error::Disconnected)
+/// ));
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
     let (ours, theirs) = RawSocket::pair()?;
     let mut theirs = theirs.into_fd();
@@ -213,6 +250,29 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
 /// malformed, the fd is not open (`EBADF`), is not the named socket (inode mismatch), is
 /// not a `SOCK_SEQPACKET` Unix socket, or was already adopted by an earlier call. On error
 /// the fd is left open: it may belong to someone else.
+///
+/// # Examples
+///
+/// The child program's side (its parent started it with [`spawn_raw`]): answer each
+/// packet with its length, until the parent hangs up.
+///
+/// ```no_run
+/// use std::io::IoSlice;
+/// use memfile_ipc::raw::RecvMode;
+/// use memfile_ipc::{Error, raw_from_parent};
+///
+/// let socket = raw_from_parent()?;
+/// let (mut buf, mut fds) = (vec![0u8; 64 << 10], Vec::new());
+/// loop {
+///     match socket.recv(&mut buf, &mut fds, RecvMode::Blocking) {
+///         Ok(n) => socket.send(&[IoSlice::new(&(n as u64).to_le_bytes())], &[])?,
+///         Err(Error::Disconnected) => break,
+///         Err(e) => return Err(e),
+///     }
+///     fds.clear(); // close any fds that came along
+/// }
+/// # Ok::<(), memfile_ipc::Error>(())
+/// ```
 pub fn raw_from_parent() -> Result<RawSocket> {
     let invalid = |kind: io::ErrorKind, fd: Option<RawFd>, msg: String| {
         Error::io("raw_from_parent", fd, io::Error::new(kind, msg))
