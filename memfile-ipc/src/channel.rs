@@ -163,7 +163,8 @@ impl<T> Sender<T> {
 
     /// Encoded messages up to this many bytes travel inside the packet; larger ones are
     /// spilled into a sealed memfd. [`Limits::inline_limit`] if set, else derived from the
-    /// socket's send buffer.
+    /// socket's send buffer and capped so that a packet never exceeds 256 KiB, what a peer's
+    /// receiver with default limits accepts (whatever `SO_SNDBUF` this side has).
     pub fn inline_limit(&self) -> usize {
         self.inline_limit
     }
@@ -189,7 +190,9 @@ impl<T: Serialize> Sender<T> {
     /// Sends one message, waiting while the socket's buffer is full.
     ///
     /// The fds of the message's fd fields are sent along (the message keeps its own);
-    /// a spilled message's bytes go into a fresh sealed memfd.
+    /// a spilled message's bytes go into a fresh sealed memfd. A message under the inline
+    /// limit that the kernel still refuses as too large (`EMSGSIZE`: the socket's send
+    /// buffer was shrunk after this sender was made) is spilled and sent that way.
     ///
     /// # Errors
     ///
@@ -731,7 +734,7 @@ fn check_allocated(payload: &Frozen, index: usize) -> Result<()> {
     }
     Err(Error::Protocol {
         detail: format!(
-            "spilled payload memfd (fd #{index}, fd {} here) has only {allocated} of its \
+            "spilled payload memfd (fd #{index}, received as fd {}) has only {allocated} of its \
              {claimed} bytes allocated: a sparse file makes the receiver pay for bytes the \
              sender never wrote",
             fd.as_raw_fd()

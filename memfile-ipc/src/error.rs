@@ -113,7 +113,8 @@ pub enum Error {
     /// `Frozen` serialized to JSON): fds only travel through this crate's endpoints.
     FdOutsideChannel,
     /// The packet does not follow the wire protocol (`docs/protocol.md`): bad magic, unknown
-    /// flags, lengths or fd counts that differ from what arrived, ...
+    /// flags, lengths or fd counts that differ from what arrived, a spilled payload in a
+    /// sparse memfd (fewer bytes allocated than announced), ...
     Protocol {
         /// What was wrong.
         detail: String,

@@ -1378,24 +1378,30 @@ fn sparse_spilled_payloads_are_refused() {
             let mut p = varint(1);
             p.extend(varint(32 << 30));
             p.resize(1 << 20, b'x');
-            send(raw, &spilled(p.len() as u64), &[sealed(b"f").as_fd(), sealed(&p).as_fd()]);
+            send(
+                raw,
+                &spilled(p.len() as u64),
+                &[sealed(b"f").as_fd(), sealed(&p).as_fd()],
+            );
         },
         is_decode,
     );
     // A spill filled through a mapping (`Frozen::build`, as `Frozen::from_bytes` does for
     // large payloads under shmem THP) is allocated in full, and accepted.
-    let mut padded = msg_payload(9, &"y".repeat(300_000), 0);
-    padded.shrink_to_fit();
+    let padded = msg_payload(9, &"y".repeat(300_000), 0);
     let (raw, rx) = pair::<Msg>();
-    let mapped = Frozen::build("mapped-spill", padded.len(), |b| b.copy_from_slice(&padded))
-        .unwrap();
+    let mapped =
+        Frozen::build("mapped-spill", padded.len(), |b| b.copy_from_slice(&padded)).unwrap();
     send(
         &raw,
         &spilled(padded.len() as u64),
         &[sealed(b"field").as_fd(), mapped.as_fd()],
     );
     let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!((m.seq, m.text.len(), &m.frozen[..]), (9, 300_000, &b"field"[..]));
+    assert_eq!(
+        (m.seq, m.text.len(), &m.frozen[..]),
+        (9, 300_000, &b"field"[..])
+    );
     // And so is the crate's own spill of a large message (pwrite path).
     let tx = Sender::<Msg>::from_raw(raw.clone());
     let big = Msg {
