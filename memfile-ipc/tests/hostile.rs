@@ -441,9 +441,12 @@ mod alloc_probe {
 #[global_allocator]
 static PROBE: alloc_probe::Probe = alloc_probe::Probe;
 
-/// Sends `payload` inline to a fresh `Receiver<T>` and expects a decode error with no
-/// allocation above `max_alloc`, no fd leak, and a receiver that still works.
-fn huge_claim<T: serde::de::DeserializeOwned + std::fmt::Debug>(name: &str, payload: &[u8]) {
+/// Sends `payload` inline to a fresh `Receiver<T>` and expects a decode error with no big
+/// allocation, no fd leak, and a receiver that still takes `good`.
+fn huge_claim<T>(name: &str, payload: &[u8], good: T)
+where
+    T: Serialize + serde::de::DeserializeOwned + std::fmt::Debug + PartialEq,
+{
     let (raw, rx) = pair::<T>();
     let before = open_fds();
     send(&raw, &inline(payload, 0), &[]);
@@ -460,36 +463,197 @@ fn huge_claim<T: serde::de::DeserializeOwned + std::fmt::Debug>(name: &str, payl
         payload.len()
     );
     assert_eq!(open_fds(), before, "{name}: fd leak");
-    // Usable: a valid `T` cannot be built generically, so check the next packet is read
-    // (a garbage one gives a fresh error, not a hang or a stale state).
-    send(&raw, b"next", &[]);
-    assert!(is_protocol(
-        &rx.recv_timeout(Duration::from_secs(10)).unwrap_err()
-    ));
+    assert_next_valid(&raw, &rx, &good, name);
+    assert_eq!(open_fds(), before, "{name}: fd leak after the good message");
     println!("{name}: {err} (largest allocation {largest} bytes)");
+}
+
+/// The next valid `T`, sent through the crate's own `Sender` over the same socket, arrives
+/// equal to what was sent.
+fn assert_next_valid<T>(raw: &Arc<RawSocket>, rx: &Receiver<T>, good: &T, name: &str)
+where
+    T: Serialize + serde::de::DeserializeOwned + std::fmt::Debug + PartialEq,
+{
+    Sender::<T>::from_raw(raw.clone()).send(good).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(good),
+        "{name}: next valid message: {got:?}"
+    );
 }
 
 #[test]
 fn huge_length_claims_allocate_nothing_big() {
     let _g = lock();
     let claim = |n: u64, tail: &[u8]| [varint(n), tail.to_vec()].concat();
-    huge_claim::<Vec<u64>>("Vec<u64> of 2^60", &claim(1 << 60, &[1, 2, 3]));
-    huge_claim::<Vec<u8>>("Vec<u8> of 2^60", &claim(1 << 60, &[1, 2, 3]));
-    huge_claim::<serde_bytes::ByteBuf>("bytes of 2^60", &claim(1 << 60, &[1, 2, 3]));
-    huge_claim::<String>("String of 2^60", &claim(1 << 60, b"abc"));
-    huge_claim::<String>("String of u64::MAX", &claim(u64::MAX, b"abc"));
-    huge_claim::<Vec<String>>(
+    huge_claim(
+        "Vec<u64> of 2^60",
+        &claim(1 << 60, &[1, 2, 3]),
+        vec![7u64, 8],
+    );
+    huge_claim("Vec<u8> of 2^60", &claim(1 << 60, &[1, 2, 3]), vec![7u8, 8]);
+    let bytes = serde_bytes::ByteBuf::from(vec![1u8, 2, 3]);
+    huge_claim("bytes of 2^60", &claim(1 << 60, &[1, 2, 3]), bytes.clone());
+    huge_claim(
+        "String of 2^60",
+        &claim(1 << 60, b"abc"),
+        String::from("ok"),
+    );
+    huge_claim(
+        "String of u64::MAX",
+        &claim(u64::MAX, b"abc"),
+        String::from("ok"),
+    );
+    huge_claim(
         "Vec<String> of 2^60",
         &claim(1 << 60, &[3, b'a', b'b', b'c']),
+        vec![String::from("ok")],
     );
-    huge_claim::<Vec<Vec<u8>>>("Vec<Vec<u8>> of 2^40", &claim(1 << 40, &varint(1 << 40)));
-    huge_claim::<std::collections::HashMap<u32, String>>("HashMap of 2^60", &claim(1 << 60, &[]));
+    huge_claim(
+        "Vec<Vec<u8>> of 2^40",
+        &claim(1 << 40, &varint(1 << 40)),
+        vec![vec![1u8], vec![]],
+    );
+    huge_claim(
+        "HashMap of 2^60",
+        &claim(1 << 60, &[]),
+        std::collections::HashMap::from([(1u32, String::from("ok"))]),
+    );
     // Just above what the packet holds, and just inside the codec's limit.
-    huge_claim::<serde_bytes::ByteBuf>("bytes of 1 MiB", &claim(1 << 20, &[0; 64]));
-    huge_claim::<Msg>(
-        "Msg whose text claims 2^60",
-        &[&[7u8][..], &varint(1 << 60), b"abc"].concat(),
+    huge_claim("bytes of 1 MiB", &claim(1 << 20, &[0; 64]), bytes);
+    // `Msg` has no `PartialEq` (its `Frozen` field): checked field by field.
+    let (raw, rx) = pair::<Msg>();
+    let before = open_fds();
+    let bad = [&[7u8][..], &varint(1 << 60), b"abc"].concat();
+    send(&raw, &inline(&bad, 0), &[]);
+    let (result, largest) =
+        alloc_probe::largest_allocation(|| rx.recv_timeout(Duration::from_secs(10)));
+    let err = result.unwrap_err();
+    assert!(is_decode(&err), "{err:?}");
+    assert!(largest <= 4 << 20, "allocated {largest} bytes");
+    assert_eq!(open_fds(), before);
+    assert_usable(&raw, &rx);
+    assert_eq!(open_fds(), before);
+    println!("Msg whose text claims 2^60: {err} (largest allocation {largest} bytes)");
+}
+
+/// The receive limit for `small_message_limit_bounds_every_allocation`, and what a receive
+/// may allocate beyond it (bookkeeping: fd vectors, error texts).
+const SMALL_MAX: u64 = 64 << 10;
+const SMALL_SLACK: usize = 16 << 10;
+/// What serde preallocates for a sequence whatever its claimed length ("cautious" size
+/// hint): 1 MiB. It does not shrink with `max_message_bytes`, so a sequence claim in a
+/// small packet still costs up to this much (freed when the decode fails).
+const SERDE_PREALLOC: usize = 1 << 20;
+
+/// Sends `packet` (with `fds`) to a `Receiver<T>` limited to `SMALL_MAX` bytes per message,
+/// whose per-thread receive buffer is already allocated; expects an error `expect` accepts,
+/// no allocation above `max_alloc`, no fd leak, and `good` to go through next.
+fn small_limit_case<T>(
+    name: &str,
+    max_alloc: usize,
+    packet: &[u8],
+    fds: &[BorrowedFd<'_>],
+    expect: impl FnOnce(&Error) -> bool,
+    good: T,
+) where
+    T: Serialize + serde::de::DeserializeOwned + std::fmt::Debug + PartialEq,
+{
+    let (raw, rx) = pair::<T>();
+    let rx = rx.with_limits(Limits::default().max_message_bytes(SMALL_MAX));
+    // The first receive on a thread allocates its buffer, sized by the inline limit (not by
+    // `max_message_bytes`): done here, outside the measured receive.
+    assert_next_valid(&raw, &rx, &good, name);
+    let before = open_fds();
+    send(&raw, packet, fds);
+    let (result, largest) =
+        alloc_probe::largest_allocation(|| rx.recv_timeout(Duration::from_secs(10)));
+    let err = result.expect_err(name);
+    assert!(expect(&err), "{name}: {err:?}");
+    assert!(
+        largest <= max_alloc,
+        "{name}: allocated {largest} bytes (at most {max_alloc}) with max_message_bytes = \
+         {SMALL_MAX}"
     );
+    assert_eq!(open_fds(), before, "{name}: fd leak");
+    assert_next_valid(&raw, &rx, &good, name);
+    assert_eq!(open_fds(), before, "{name}: fd leak after the good message");
+    println!("{name}: {err} (largest allocation {largest} bytes)");
+}
+
+/// With `max_message_bytes` = 64 KiB, no length a peer claims in the header, or for a
+/// string or byte buffer, makes the receiver allocate more than that limit plus a small
+/// constant; a sequence claim costs at most serde's 1 MiB preallocation, whatever the limit.
+#[test]
+fn small_message_limit_bounds_every_allocation() {
+    let _g = lock();
+    let strict = SMALL_MAX as usize + SMALL_SLACK;
+    let sequence = SERDE_PREALLOC + SMALL_SLACK;
+    let claim = |n: u64, tail: &[u8]| [varint(n), tail.to_vec()].concat();
+    let text = String::from("ok");
+    small_limit_case(
+        "64 KiB limit: String of 2^60",
+        strict,
+        &inline(&claim(1 << 60, b"abc"), 0),
+        &[],
+        is_decode,
+        text.clone(),
+    );
+    small_limit_case(
+        "64 KiB limit: bytes of 2^60",
+        strict,
+        &inline(&claim(1 << 60, &[1, 2, 3]), 0),
+        &[],
+        is_decode,
+        serde_bytes::ByteBuf::from(vec![1u8, 2]),
+    );
+    small_limit_case(
+        "64 KiB limit: Vec<String> of 2^60",
+        sequence,
+        &inline(&claim(1 << 60, &[3, b'a', b'b', b'c']), 0),
+        &[],
+        is_decode,
+        vec![text.clone()],
+    );
+    small_limit_case(
+        "64 KiB limit: Vec<u64> of 2^60",
+        sequence,
+        &inline(&claim(1 << 60, &[1, 2, 3]), 0),
+        &[],
+        is_decode,
+        vec![1u64, 2],
+    );
+    // The header claims more than the limit: refused before the payload is looked at.
+    small_limit_case(
+        "64 KiB limit: inline header claims u64::MAX",
+        strict,
+        &[header(1, 0, 0, 0, u64::MAX), claim(3, b"abc")].concat(),
+        &[],
+        |e| matches!(e, Error::Protocol { .. } | Error::MessageTooLarge { .. }),
+        text.clone(),
+    );
+    let over = vec![b'x'; (SMALL_MAX + 1) as usize];
+    small_limit_case(
+        "64 KiB limit: inline payload of 64 KiB + 1",
+        strict,
+        &inline(&over, 0),
+        &[],
+        |e| matches!(e, Error::MessageTooLarge { size, max } if *size == SMALL_MAX + 1 && *max == SMALL_MAX),
+        text.clone(),
+    );
+    // A real, allocated spill memfd of 1 MiB announced as 1 TiB or as itself: not mapped.
+    let spill = sealed(&vec![b'y'; 1 << 20]);
+    for claimed in [1u64 << 40, 1 << 20] {
+        small_limit_case(
+            &format!("64 KiB limit: spilled payload claims {claimed} bytes"),
+            strict,
+            &header(1, FLAG_SPILLED, 1, 0, claimed),
+            &[spill.as_fd()],
+            |e| matches!(e, Error::MessageTooLarge { size, max } if *size == claimed && *max == SMALL_MAX),
+            text.clone(),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -548,10 +712,24 @@ fn fds_more_fewer_out_of_range_twice() {
         let e = rx.recv().unwrap_err();
         assert!(matches!(e, Error::FdIndexReused { index: 1 }), "{e:?}");
         assert_eq!(open_fds(), before);
+        // A valid `Two` with the indices crossed (raw), then one from the crate's `Sender`.
         let (f, g) = (sealed(b"f"), sealed(b"g"));
         send(&raw, &inline(&[1, 0], 2), &[f.as_fd(), g.as_fd()]);
         let two = rx.recv().unwrap();
         assert_eq!((&two.a[..], &two.b[..]), (&b"g"[..], &b"f"[..]));
+        let good = Two {
+            a: Fd::new(f),
+            b: Fd::new(g),
+        };
+        Sender::<Two>::from_raw(raw.clone()).send(&good).unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((&got.a[..], &got.b[..]), (&b"f"[..], &b"g"[..]));
+        drop((two, good, got));
+        assert_eq!(
+            open_fds(),
+            before,
+            "same index twice: fd leak after the good messages"
+        );
         println!("same index twice: {e}");
     }
 }
@@ -852,6 +1030,17 @@ fn sparse_terabyte_over_the_mapped_bytes_limit() {
         "only the sender's own two fds remain"
     );
     drop((a, b));
+    // Usable: the next valid `Two` (small buffers) goes through the crate's `Sender`.
+    let good = Two {
+        a: Fd::new(sealed(b"first")),
+        b: Fd::new(sealed(b"second")),
+    };
+    Sender::<Two>::from_raw(raw.clone()).send(&good).unwrap();
+    drop(good);
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((&got.a[..], &got.b[..]), (&b"first"[..], &b"second"[..]));
+    drop(got);
+    assert_eq!(open_fds(), before, "fd leak after the good message");
     // And as a spilled payload: refused by the header's length, before any mapping.
     let p = header(1, FLAG_SPILLED, 1, 0, 1 << 40);
     case(
@@ -1152,16 +1341,36 @@ fn child_spilled_claim() {
     m.as_file().write_all_at(&p, 0).unwrap();
     let m = memfd_seal_all(m);
     let (raw, rx) = pair::<Msg>();
+    let before = open_fds();
     send(&raw, &header(1, FLAG_SPILLED, 1, 0, len), &[m.as_fd()]);
     let r = rx.recv_timeout(Duration::from_secs(30));
     println!("RESULT {r:?}");
     assert!(
-        matches!(
-            r,
-            Err(Error::Protocol { .. } | Error::Codec { .. } | Error::MessageTooLarge { .. })
-        ),
+        matches!(&r, Err(e) if is_sparse_refusal(e, len, 0)),
         "{r:?}"
     );
+    child_usable(before, || assert_usable(&raw, &rx));
+}
+
+/// In a child, after the bad packet: compares the fd count with `before`, runs `usable`
+/// (which sends and receives a valid message, panicking if it does not arrive), compares
+/// again, and prints `USABLE fds_same=<both equal>` for the parent to check.
+fn child_usable(before: usize, usable: impl FnOnce()) {
+    let after_error = open_fds();
+    usable();
+    let after_good = open_fds();
+    println!(
+        "USABLE fds_same={} (before {before}, after the error {after_error}, after the good \
+         message {after_good})",
+        after_error == before && after_good == before
+    );
+}
+
+/// The parent's check of a child's output: the typed error, then the receiver usable with
+/// no fd leak.
+fn assert_child_usable(role: &str, out: &str) {
+    assert!(out.contains("RESULT Err("), "{role}: {out}");
+    assert!(out.contains("USABLE fds_same=true"), "{role}: {out}");
 }
 
 #[test]
@@ -1169,7 +1378,7 @@ fn sparse_spilled_payload_with_a_huge_claim_is_refused() {
     // The child's pipes would disturb the fd counts of the other tests.
     let _g = lock();
     let out = run_child("spilled_claim", Duration::from_secs(60));
-    assert!(out.contains("RESULT Err("), "{out}");
+    assert_child_usable("spilled_claim", &out);
 }
 
 #[test]
@@ -1177,6 +1386,7 @@ fn receiving_mode_does_not_matter() {
     let _g = lock();
     // The same bad packet fails the same way whichever way the receiver waits.
     let (raw, rx) = pair::<Msg>();
+    let before = open_fds();
     for mode in 0..3 {
         send(&raw, b"bad", &[]);
         let e = match mode {
@@ -1185,7 +1395,14 @@ fn receiving_mode_does_not_matter() {
             _ => rx.recv_timeout(Duration::from_secs(5)),
         }
         .unwrap_err();
-        assert!(is_protocol(&e), "{e:?}");
+        assert!(is_protocol(&e), "mode {mode}: {e:?}");
+        assert_eq!(open_fds(), before, "mode {mode}: fd leak");
+        assert_usable(&raw, &rx);
+        assert_eq!(
+            open_fds(),
+            before,
+            "mode {mode}: fd leak after the good message"
+        );
     }
     assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
 }
@@ -1194,21 +1411,25 @@ fn receiving_mode_does_not_matter() {
 /// would never stop the loop (the codec's element budget does).
 fn child_zero_sized_elements() {
     let (raw, rx) = pair::<Vec<()>>();
+    let before = open_fds();
     send(&raw, &inline(&varint(1 << 60), 0), &[]);
     let r = rx.recv_timeout(Duration::from_secs(30));
     println!("RESULT {r:?}");
-    assert!(r.is_err());
+    assert!(matches!(&r, Err(e) if is_decode(e)), "{r:?}");
+    child_usable(before, || {
+        assert_next_valid(&raw, &rx, &vec![(); 3], "zero-sized elements")
+    });
 }
 
 #[test]
 fn zero_sized_elements_cannot_spin_the_receiver() {
     let _g = lock();
     let out = run_child("zero_sized_elements", Duration::from_secs(20));
-    assert!(out.contains("RESULT Err("), "{out}");
+    assert_child_usable("zero_sized_elements", &out);
 }
 
 /// A recursive message type.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum Nest {
     End,
     More(Box<Nest>),
@@ -1223,16 +1444,26 @@ fn child_deep_nesting() {
         .unwrap_or(200_000);
     let mut payload = vec![1u8; depth];
     payload.push(0);
+    let before = open_fds();
     send(&raw, &inline(&payload, 0), &[]);
     let r = rx.recv_timeout(Duration::from_secs(30));
-    println!("RESULT {:?}", r.map(|_| "a Nest"));
+    println!("RESULT {:?}", r.as_ref().map(|_| "a Nest"));
+    assert!(
+        matches!(&r, Err(e) if is_decode(e)),
+        "{:?}",
+        r.map(|_| "a Nest")
+    );
+    child_usable(before, || {
+        let good = Nest::More(Box::new(Nest::More(Box::new(Nest::End))));
+        assert_next_valid(&raw, &rx, &good, "deep nesting");
+    });
 }
 
 #[test]
 fn deep_nesting_cannot_overflow_the_stack() {
     let _g = lock();
     let out = run_child("deep_nesting", Duration::from_secs(20));
-    assert!(out.contains("RESULT Err("), "{out}");
+    assert_child_usable("deep_nesting", &out);
     // Nesting within the limit decodes.
     let (raw, rx) = pair::<Nest>();
     let mut payload = vec![1u8; 100];
@@ -1269,6 +1500,23 @@ fn wrong_kinds_for_memfile_and_socket_fields() {
             "{name}: {e:?}"
         );
         assert_eq!(open_fds(), before, "{name}: fd leak");
+        // Usable: a valid `Others` through the crate's `Sender`, and its reply works.
+        let (reply, replies) = memfile_ipc::channel::<u8>().unwrap();
+        let good = Others {
+            file: Fd::new(MemFile::create_default("good").unwrap()),
+            reply,
+        };
+        Sender::<Others>::from_raw(raw.clone()).send(&good).unwrap();
+        drop(good);
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        got.reply.send(&7).unwrap();
+        assert_eq!(
+            replies.recv_timeout(Duration::from_secs(10)).unwrap(),
+            7,
+            "{name}"
+        );
+        drop((got, replies));
+        assert_eq!(open_fds(), before, "{name}: fd leak after the good message");
         println!("{name}: {e}");
     };
     let memfd = MemFile::create_default("ok").unwrap();
@@ -1336,10 +1584,11 @@ fn sparse_spill(payload: &[u8], len: u64) -> MemFile {
     memfd_seal_all(m)
 }
 
-fn is_sparse_refusal(e: &Error, claimed: u64) -> bool {
+/// `Protocol`, naming the spill memfd (fd #`index` of its packet) and its allocated size.
+fn is_sparse_refusal(e: &Error, claimed: u64, index: usize) -> bool {
     let text = e.to_string();
     matches!(e, Error::Protocol { .. })
-        && text.contains("fd #1")
+        && text.contains(&format!("fd #{index}"))
         && text.contains(&format!("{claimed} bytes allocated"))
 }
 
@@ -1356,7 +1605,7 @@ fn sparse_spilled_payloads_are_refused() {
             let m = sparse_spill(&payload, len);
             send(raw, &spilled(len), &[sealed(b"f").as_fd(), m.as_fd()]);
         },
-        |e| is_sparse_refusal(e, len),
+        |e| is_sparse_refusal(e, len, 1),
     );
     // A hole in the middle of an otherwise written file is refused as well.
     let len: u64 = 3 << 20;
@@ -1369,7 +1618,7 @@ fn sparse_spilled_payloads_are_refused() {
             let m = memfd_seal_all(m);
             send(raw, &spilled(len), &[sealed(b"f").as_fd(), m.as_fd()]);
         },
-        |e| is_sparse_refusal(e, len),
+        |e| is_sparse_refusal(e, len, 1),
     );
     // Allocated in full, but the string claims 32 GiB: refused by the codec, not allocated.
     case(
