@@ -328,7 +328,9 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        // serde preallocates from this hint (up to 1 MiB); a claimed length can be no more
+        // than the elements the payload's bytes can hold.
+        self.0.size_hint().map(ElementBudget::cap_hint)
     }
 }
 
@@ -348,7 +350,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        // serde preallocates from this hint (up to 1 MiB); a claimed length can be no more
+        // than the elements the payload's bytes can hold.
+        self.0.size_hint().map(ElementBudget::cap_hint)
     }
 }
 
@@ -413,6 +417,14 @@ impl ElementBudget {
     fn set(payload_len: usize) -> ElementBudget {
         let budget = (payload_len as u64).saturating_add(ELEMENT_SLACK);
         ElementBudget(ELEMENTS_LEFT.with(|c| c.replace(budget)))
+    }
+
+    /// `hint` capped at the elements that the rest of the payload can encode (one per byte).
+    fn cap_hint(hint: usize) -> usize {
+        let left = ELEMENTS_LEFT
+            .with(|c| c.get())
+            .saturating_sub(ELEMENT_SLACK);
+        hint.min(usize::try_from(left).unwrap_or(usize::MAX))
     }
 
     /// Counts one element against the budget of the running decode.

@@ -542,10 +542,6 @@ fn huge_length_claims_allocate_nothing_big() {
 /// may allocate beyond it (bookkeeping: fd vectors, error texts).
 const SMALL_MAX: u64 = 64 << 10;
 const SMALL_SLACK: usize = 16 << 10;
-/// What serde preallocates for a sequence whatever its claimed length ("cautious" size
-/// hint): 1 MiB. It does not shrink with `max_message_bytes`, so a sequence claim in a
-/// small packet still costs up to this much (freed when the decode fails).
-const SERDE_PREALLOC: usize = 1 << 20;
 
 /// Sends `packet` (with `fds`) to a `Receiver<T>` limited to `SMALL_MAX` bytes per message,
 /// whose per-thread receive buffer is already allocated; expects an error `expect` accepts,
@@ -582,14 +578,14 @@ fn small_limit_case<T>(
     println!("{name}: {err} (largest allocation {largest} bytes)");
 }
 
-/// With `max_message_bytes` = 64 KiB, no length a peer claims in the header, or for a
-/// string or byte buffer, makes the receiver allocate more than that limit plus a small
-/// constant; a sequence claim costs at most serde's 1 MiB preallocation, whatever the limit.
+/// With `max_message_bytes` = 64 KiB, no length a peer claims (in the header, for a string
+/// or byte buffer, or for a sequence) makes the receiver allocate more than that limit plus
+/// a small constant: serde preallocates from a size hint that the decoder caps at the
+/// elements the payload's bytes can hold.
 #[test]
 fn small_message_limit_bounds_every_allocation() {
     let _g = lock();
     let strict = SMALL_MAX as usize + SMALL_SLACK;
-    let sequence = SERDE_PREALLOC + SMALL_SLACK;
     let claim = |n: u64, tail: &[u8]| [varint(n), tail.to_vec()].concat();
     let text = String::from("ok");
     small_limit_case(
@@ -610,7 +606,7 @@ fn small_message_limit_bounds_every_allocation() {
     );
     small_limit_case(
         "64 KiB limit: Vec<String> of 2^60",
-        sequence,
+        strict,
         &inline(&claim(1 << 60, &[3, b'a', b'b', b'c']), 0),
         &[],
         is_decode,
@@ -618,7 +614,7 @@ fn small_message_limit_bounds_every_allocation() {
     );
     small_limit_case(
         "64 KiB limit: Vec<u64> of 2^60",
-        sequence,
+        strict,
         &inline(&claim(1 << 60, &[1, 2, 3]), 0),
         &[],
         is_decode,
