@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use memmap2::{Mmap, MmapMut, MmapOptions, MmapRaw};
 
-use crate::frozen::{FrozenError, FrozenErrorKind, map_writable, verify};
+use crate::frozen::{FrozenError, FrozenErrorKind, verify};
 use crate::{MemFile, Seal, Seals, sys};
 
 /// The seals [`LiveWriter::new`] adds: nobody but its mapping writes, the size is final, and
@@ -90,13 +90,7 @@ impl LiveWriter {
     /// invalid `name` (see [`MemFile::create`]), `EINVAL` from a kernel older than 5.1 (no
     /// `FutureWrite`).
     pub fn new(name: &str, len: usize) -> io::Result<LiveWriter> {
-        let file = MemFile::create_sealable(name)?;
-        file.set_len(len as u64)?;
-        let map = if len == 0 {
-            None
-        } else {
-            Some(map_writable(&file, len)?)
-        };
+        let (file, map) = crate::region::create_mapped(name, len)?;
         // After the mapping: FutureWrite leaves existing mappings writable, and forbids new ones.
         sys::add_seals(file.as_fd(), live_seals())?;
         Ok(LiveWriter { map, file })

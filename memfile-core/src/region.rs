@@ -48,13 +48,7 @@ impl WritableRegion {
     /// Creating, sizing or mapping the memfd can fail (e.g. `ENOMEM`, `EMFILE`, an invalid
     /// `name`: see [`MemFile::create`]).
     pub fn new(name: &str, len: usize) -> io::Result<WritableRegion> {
-        let file = MemFile::create_sealable(name)?;
-        file.set_len(len as u64)?;
-        let map = if len == 0 {
-            None
-        } else {
-            Some(map_writable(&file, len)?)
-        };
+        let (file, map) = create_mapped(name, len)?;
         Ok(WritableRegion { map, file })
     }
 
@@ -121,4 +115,18 @@ impl fmt::Debug for WritableRegion {
             .field("len", &self.len())
             .finish()
     }
+}
+
+/// A new sealable memfd named `name` of `len` zero bytes and its writable mapping (`None`
+/// for 0 bytes, which cannot be mapped): the start of a [`WritableRegion`] and of a
+/// [`LiveWriter`](crate::LiveWriter).
+pub(crate) fn create_mapped(name: &str, len: usize) -> io::Result<(MemFile, Option<MmapMut>)> {
+    let file = MemFile::create_sealable(name)?;
+    file.set_len(len as u64)?;
+    let map = if len == 0 {
+        None
+    } else {
+        Some(map_writable(&file, len)?)
+    };
+    Ok((file, map))
 }
