@@ -862,7 +862,7 @@ impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
 
 /// A duplex pair over one socket: what [`connect`], `Listener::accept`, [`spawn`] and
 /// [`from_parent`] return.
-fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
+pub(crate) fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
     let socket = Arc::new(socket);
     (Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
 }

@@ -6,17 +6,10 @@
 //! this file only wraps the checked socket into typed endpoints.
 
 use std::path::Path;
-use std::sync::Arc;
 
+use crate::channel::duplex;
 use crate::listener::{connect_abstract_raw_with_policy, connect_raw_with_policy};
-use crate::raw::RawSocket;
 use crate::{CredentialPolicy, Receiver, Result, Sender};
-
-/// Both typed endpoints over one connection, as [`connect`](crate::connect) makes them.
-fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
-    let socket = Arc::new(socket);
-    (Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
-}
 
 /// Connects to a [`Listener`](crate::Listener) bound to a filesystem path, after checking
 /// the listening process's credentials against `policy`; returns a duplex pair of
