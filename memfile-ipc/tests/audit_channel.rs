@@ -201,22 +201,8 @@ fn inline_limit_never_exceeds_what_a_default_receiver_accepts() {
     let _g = lock();
     let (a, b) = RawSocket::pair().unwrap();
     // Raising SO_SNDBUF past net.core.wmem_max needs SO_SNDBUFFORCE (CAP_NET_ADMIN).
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: setsockopt reads one int through the pointer, which points at `size`.
-    let r = unsafe {
-        libc::setsockopt(
-            a.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        println!(
-            "skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({})",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = setsockopt(&a, sockopt::SndBufForce, &(4 << 20)) {
+        println!("skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({e})");
         return;
     }
     assert!(a.send_buffer_size().unwrap() >= 4 << 20);

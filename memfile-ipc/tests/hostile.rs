@@ -20,6 +20,7 @@ use memfile_ipc::raw::{MAX_FDS_PER_PACKET, RawSocket};
 use memfile_ipc::{Error, Fd, Limits, Receiver, Sender};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag, fallocate, open};
+use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
@@ -340,39 +341,16 @@ fn empty_packet_then_close() {
 fn packet_larger_than_the_receive_buffer() {
     let _g = lock();
     let (probe, _other) = RawSocket::pair().unwrap();
-    let want: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket fd and a pointer to a live c_int of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            probe.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            (&want as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        println!(
-            "skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({})",
-            std::io::Error::last_os_error()
-        );
+    let want: usize = 8 << 20;
+    if let Err(e) = setsockopt(&probe, sockopt::SndBufForce, &want) {
+        println!("skipped: SO_SNDBUFFORCE needs CAP_NET_ADMIN ({e})");
         return;
     }
     drop((probe, _other));
     case(
         "1 MiB inline packet",
         |raw| {
-            // SAFETY: as above, on the peer's socket.
-            let r = unsafe {
-                libc::setsockopt(
-                    raw.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_SNDBUFFORCE,
-                    (&want as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 0);
+            setsockopt(raw, sockopt::SndBufForce, &want).unwrap();
             let mut p = header(1, 0, 1, 0, 1 << 20);
             p.resize(24 + (1 << 20), 7);
             send(raw, &p, &[sealed(b"x").as_fd()]);
