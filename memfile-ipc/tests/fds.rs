@@ -4,25 +4,17 @@
 //! Every test takes `FD_LOCK` so that the open-fd counts of one test are not disturbed by
 //! another running in parallel in this binary.
 
-use std::io::{IoSlice, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use memfile_core::Frozen;
-use memfile_core::{FrozenErrorKind, MemFile, Seal};
+use memfile_core::{FrozenErrorKind, Seal};
 use memfile_ipc::raw::RawSocket;
 use memfile_ipc::{Error, Fd, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-static FD_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+mod util_wire;
+use util_wire::{header, inline, lock, memfd_with, open_fds, sealed, send};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Two {
@@ -36,45 +28,10 @@ fn pair<T>() -> (RawSocket, Receiver<T>) {
     (a, Receiver::from_raw(Arc::new(b)))
 }
 
-/// The 24-byte header of docs/protocol.md.
-fn header(version: u16, flags: u16, fd_count: u32, reserved: u32, len: u64) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(b"MFIP");
-    h.extend_from_slice(&version.to_le_bytes());
-    h.extend_from_slice(&flags.to_le_bytes());
-    h.extend_from_slice(&fd_count.to_le_bytes());
-    h.extend_from_slice(&reserved.to_le_bytes());
-    h.extend_from_slice(&len.to_le_bytes());
-    h
-}
-
-fn inline_packet(payload: &[u8], fd_count: u32) -> Vec<u8> {
-    let mut p = header(1, 0, fd_count, 0, payload.len() as u64);
-    p.extend_from_slice(payload);
-    p
-}
-
-fn send(raw: &RawSocket, packet: &[u8], fds: &[BorrowedFd<'_>]) {
-    raw.send(&[IoSlice::new(packet)], fds).unwrap();
-}
-
-fn sealed(bytes: &[u8]) -> Frozen {
-    Frozen::from_bytes("good", bytes).unwrap()
-}
-
-fn memfd_with(bytes: &[u8], seals: &[Seal]) -> MemFile {
-    let m = MemFile::create_sealable("test").unwrap();
-    m.as_file().write_all(bytes).unwrap();
-    for &s in seals {
-        m.add_seal(s).unwrap();
-    }
-    m
-}
-
 /// Checks that after the bad packet the receiver still works: a good message goes through.
 fn still_usable(raw: &RawSocket, rx: &Receiver<Two>) {
     let (x, y) = (sealed(b"x"), sealed(b"yy"));
-    send(raw, &inline_packet(&[0, 1], 2), &[x.as_fd(), y.as_fd()]);
+    send(raw, &inline(&[0, 1], 2), &[x.as_fd(), y.as_fd()]);
     let two = rx.recv().unwrap();
     assert_eq!((&two.a[..], &two.b[..]), (&b"x"[..], &b"yy"[..]));
 }
@@ -101,7 +58,7 @@ fn bad_headers() {
     // Bad magic.
     expect_error(
         |raw| {
-            let mut p = inline_packet(&[], 0);
+            let mut p = inline(&[], 0);
             p[0] = b'X';
             send(raw, &p, &[]);
         },
@@ -131,14 +88,14 @@ fn bad_headers() {
     expect_error(
         |raw| {
             let f = sealed(b"a");
-            send(raw, &inline_packet(&[0, 0], 2), &[f.as_fd()]);
+            send(raw, &inline(&[0, 0], 2), &[f.as_fd()]);
         },
         proto,
     );
     expect_error(
         |raw| {
             let (f, g) = (sealed(b"a"), sealed(b"b"));
-            send(raw, &inline_packet(&[0, 1], 1), &[f.as_fd(), g.as_fd()]);
+            send(raw, &inline(&[0, 1], 1), &[f.as_fd(), g.as_fd()]);
         },
         proto,
     );
@@ -160,20 +117,20 @@ fn bad_fd_indexes() {
     expect_error(
         |raw| {
             let f = sealed(b"a");
-            send(raw, &inline_packet(&[0, 5], 1), &[f.as_fd()]);
+            send(raw, &inline(&[0, 5], 1), &[f.as_fd()]);
         },
         |e| matches!(e, Error::FdIndexOutOfRange { index: 5, count: 1 }),
     );
     expect_error(
         |raw| {
             let (f, g) = (sealed(b"a"), sealed(b"b"));
-            send(raw, &inline_packet(&[1, 1], 2), &[f.as_fd(), g.as_fd()]);
+            send(raw, &inline(&[1, 1], 2), &[f.as_fd(), g.as_fd()]);
         },
         |e| matches!(e, Error::FdIndexReused { index: 1 }),
     );
     // No fds at all.
     expect_error(
-        |raw| send(raw, &inline_packet(&[0, 1], 0), &[]),
+        |raw| send(raw, &inline(&[0, 1], 0), &[]),
         |e| matches!(e, Error::FdIndexOutOfRange { index: 0, count: 0 }),
     );
 }
@@ -183,7 +140,7 @@ fn bad_frozen(fd: BorrowedFd<'_>, kind: impl Fn(&FrozenErrorKind) -> bool) {
     expect_error(
         |raw| {
             let good = sealed(b"fine");
-            send(raw, &inline_packet(&[0, 1], 2), &[good.as_fd(), fd]);
+            send(raw, &inline(&[0, 1], 2), &[good.as_fd(), fd]);
         },
         |e| matches!(e, Error::BadBuffer { index: 1, kind: k, .. } if kind(k)),
     );
@@ -217,7 +174,7 @@ fn unsealed_and_wrong_kinds_where_a_frozen_is_expected() {
     let m = memfd_with(b"data", &[Seal::Shrink]);
     send(
         &raw,
-        &inline_packet(&[0, 1], 2),
+        &inline(&[0, 1], 2),
         &[sealed(b"ok").as_fd(), m.as_fd()],
     );
     let msg = rx.recv().unwrap_err().to_string();
@@ -231,7 +188,7 @@ fn extra_unreferenced_fds_are_closed() {
     let before = open_fds();
     let fs: Vec<Frozen> = (0..6).map(|i| sealed(&[i; 3])).collect();
     let borrowed: Vec<BorrowedFd<'_>> = fs.iter().map(|f| f.as_fd()).collect();
-    send(&raw, &inline_packet(&[4, 2], 6), &borrowed);
+    send(&raw, &inline(&[4, 2], 6), &borrowed);
     drop(fs);
     let two = rx.recv().unwrap();
     assert_eq!((&two.a[..], &two.b[..]), (&[4u8; 3][..], &[2u8; 3][..]));
@@ -294,7 +251,7 @@ fn bad_payload_bytes() {
     let _g = lock();
     // Not a `Two` (index is not a valid varint).
     expect_error(
-        |raw| send(raw, &inline_packet(&[0xff; 3], 0), &[]),
+        |raw| send(raw, &inline(&[0xff; 3], 0), &[]),
         |e| {
             matches!(
                 e,
@@ -309,7 +266,7 @@ fn bad_payload_bytes() {
     expect_error(
         |raw| {
             let (x, y) = (sealed(b"x"), sealed(b"y"));
-            send(raw, &inline_packet(&[0, 1, 7], 2), &[x.as_fd(), y.as_fd()]);
+            send(raw, &inline(&[0, 1, 7], 2), &[x.as_fd(), y.as_fd()]);
         },
         |e| {
             matches!(
@@ -325,7 +282,7 @@ fn bad_payload_bytes() {
     let (raw, rx) = pair::<String>();
     let mut payload = vec![0xfd]; // varint marker: u64 follows
     payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
-    send(&raw, &inline_packet(&payload, 0), &[]);
+    send(&raw, &inline(&payload, 0), &[]);
     assert!(matches!(
         rx.recv(),
         Err(Error::Codec {
@@ -346,18 +303,18 @@ fn socket_field_needs_a_seqpacket_socket() {
     let (raw, rx) = pair::<WithSocket>();
     let before = open_fds();
     let (r, w) = nix::unistd::pipe().unwrap();
-    send(&raw, &inline_packet(&[0], 1), &[r.as_fd()]);
+    send(&raw, &inline(&[0], 1), &[r.as_fd()]);
     drop((r, w));
     let e = rx.recv().unwrap_err();
     assert!(matches!(e, Error::BadFdKind { index: 0, .. }), "{e:?}");
     // A stream socket is refused too.
     let (s1, s2) = std::os::unix::net::UnixStream::pair().unwrap();
-    send(&raw, &inline_packet(&[0], 1), &[s1.as_fd()]);
+    send(&raw, &inline(&[0], 1), &[s1.as_fd()]);
     drop((s1, s2));
     assert!(matches!(rx.recv(), Err(Error::BadFdKind { index: 0, .. })));
     assert_eq!(open_fds(), before);
     // And a real one works.
     let (a, _b) = RawSocket::pair().unwrap();
-    send(&raw, &inline_packet(&[0], 1), &[a.as_fd()]);
+    send(&raw, &inline(&[0], 1), &[a.as_fd()]);
     assert!(rx.recv().is_ok());
 }

@@ -12,7 +12,7 @@ use std::io::{IoSlice, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memfile_core::{CreateOptions, Frozen, FrozenErrorKind, HugeTlb, MemFile, Seal};
@@ -24,15 +24,8 @@ use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
-static FD_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+mod util_wire;
+use util_wire::{FLAG_SPILLED, header, inline, lock, memfd_with, open_fds, sealed, send, varint};
 
 /// The message type most cases send to: a bit of everything, one `Frozen`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -52,36 +45,6 @@ struct Two {
 // ---------------------------------------------------------------------------------------
 // Packets, after docs/protocol.md.
 
-const FLAG_SPILLED: u16 = 1;
-
-/// The 24-byte header: magic, version, flags, fd count, reserved, payload length.
-fn header(version: u16, flags: u16, fd_count: u32, reserved: u32, len: u64) -> Vec<u8> {
-    let mut h = b"MFIP".to_vec();
-    h.extend_from_slice(&version.to_le_bytes());
-    h.extend_from_slice(&flags.to_le_bytes());
-    h.extend_from_slice(&fd_count.to_le_bytes());
-    h.extend_from_slice(&reserved.to_le_bytes());
-    h.extend_from_slice(&len.to_le_bytes());
-    h
-}
-
-/// A well-formed inline packet around `payload`.
-fn inline(payload: &[u8], fd_count: u32) -> Vec<u8> {
-    let mut p = header(1, 0, fd_count, 0, payload.len() as u64);
-    p.extend_from_slice(payload);
-    p
-}
-
-/// bincode's variable-length integer (`config::standard()`).
-fn varint(v: u64) -> Vec<u8> {
-    match v {
-        0..=250 => vec![v as u8],
-        251..=0xffff => [&[251u8][..], &(v as u16).to_le_bytes()].concat(),
-        0x1_0000..=0xffff_ffff => [&[252u8][..], &(v as u32).to_le_bytes()].concat(),
-        _ => [&[253u8][..], &v.to_le_bytes()].concat(),
-    }
-}
-
 /// The payload of `Msg { seq, text, frozen: fd #index }`.
 fn msg_payload(seq: u64, text: &str, index: u64) -> Vec<u8> {
     let mut p = varint(seq);
@@ -89,24 +52,6 @@ fn msg_payload(seq: u64, text: &str, index: u64) -> Vec<u8> {
     p.extend_from_slice(text.as_bytes());
     p.extend(varint(index));
     p
-}
-
-fn send(raw: &RawSocket, packet: &[u8], fds: &[BorrowedFd<'_>]) {
-    raw.send(&[IoSlice::new(packet)], fds).unwrap();
-}
-
-fn sealed(bytes: &[u8]) -> Frozen {
-    Frozen::from_bytes("hostile-good", bytes).unwrap()
-}
-
-/// A memfd holding `bytes` with exactly `seals` added.
-fn memfd_with(bytes: &[u8], seals: &[Seal]) -> MemFile {
-    let m = MemFile::create_sealable("hostile").unwrap();
-    m.as_file().write_all(bytes).unwrap();
-    for &s in seals {
-        m.add_seal(s).unwrap();
-    }
-    m
 }
 
 /// A typed receiver of `T`, and the peer's raw end.

@@ -8,7 +8,7 @@
 
 use std::io::{IoSlice, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use memfile_core::{Frozen, MemFile, Seal};
 use memfile_ipc::raw::{RawSocket, RecvMode};
@@ -16,15 +16,8 @@ use memfile_ipc::{Error, Fd, Limits, Receiver, Sender};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-static FD_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+mod util_wire;
+use util_wire::{lock, open_fds};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Shape {
