@@ -224,6 +224,71 @@ impl Frozen {
         Ok(freeze_unmapped(file, len)?)
     }
 
+    /// Like [`Frozen::build`], and also returns what the closure returns: a checksum, a
+    /// count or an index computed while filling, without a captured `mut` variable.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Frozen::build`]; the closure's result is dropped then.
+    ///
+    /// ```
+    /// use memfile_core::Frozen;
+    ///
+    /// let (frozen, sum) = Frozen::build_with("numbers", 100, |buf| {
+    ///     let mut sum = 0u32;
+    ///     for (i, b) in buf.iter_mut().enumerate() {
+    ///         *b = i as u8;
+    ///         sum += u32::from(*b);
+    ///     }
+    ///     sum
+    /// })?;
+    /// assert_eq!(sum, 4950);
+    /// assert_eq!(frozen.iter().map(|&b| u32::from(b)).sum::<u32>(), sum);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn build_with<R>(
+        name: &str,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> io::Result<(Frozen, R)> {
+        Frozen::try_build_with(name, len, |buf| Ok::<R, io::Error>(fill(buf)))
+    }
+
+    /// Like [`Frozen::try_build`], and also returns the closure's `Ok` value (see
+    /// [`Frozen::build_with`]).
+    ///
+    /// # Errors
+    ///
+    /// The closure's error, or (converted with `From<io::Error>`) any error of
+    /// [`Frozen::build`].
+    ///
+    /// ```
+    /// use memfile_core::Frozen;
+    /// use std::io::Read;
+    ///
+    /// // Read up to 64 bytes from a source; keep how many were read.
+    /// let mut source: &[u8] = b"a short message";
+    /// let (f, n) = Frozen::try_build_with("read", 64, |buf| source.read(buf))?;
+    /// assert_eq!(&f[..n], b"a short message");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_build_with<R, E: From<io::Error>>(
+        name: &str,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<R, E>,
+    ) -> Result<(Frozen, R), E> {
+        let mut result = None;
+        let frozen = Frozen::try_build(name, len, |buf| {
+            result = Some(fill(buf)?);
+            Ok::<(), E>(())
+        })?;
+        match result {
+            Some(result) => Ok((frozen, result)),
+            // `try_build` returns `Ok` only after calling the closure, which returned `Ok`.
+            None => unreachable!("Frozen::try_build succeeded without calling its closure"),
+        }
+    }
+
     /// Creates a sealed memfd holding a copy of `bytes`, written with `pwrite`.
     ///
     /// `pwrite` into a fresh memfd is faster than filling a fresh mapping (no page faults
