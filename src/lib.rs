@@ -2,9 +2,12 @@
 //!
 //! Sealed Linux memfds made safe, and typed channels that move them between processes.
 //!
-//! This facade re-exports [`memfile_core`] at its root, so code written for the `memfile`
-//! 0.3 crate keeps working with `use memfile::...`, and [`memfile_ipc`] as
-//! [`memfile::ipc`](crate::ipc).
+//! This crate is the documented entry point: it re-exports the `memfile-core` crate at its
+//! root, so code written for the `memfile` 0.3 crate keeps working with `use memfile::...`,
+//! and the `memfile-ipc` crate as [`memfile::ipc`](crate::ipc), with their complete
+//! documentation. Every example in the three crates uses these paths. The member crates
+//! can also be used alone (`memfile-core` pulls in no serde, codec or socket code); their
+//! items are the same types under the names `memfile_core::X` and `memfile_ipc::X`.
 //!
 //! - [`MemFile`], [`CreateOptions`], [`Seal`], [`Seals`]: create memfds, add and read seals.
 //! - [`Frozen`]: a memfd verified (by the kernel's seals) to never change again, readable
@@ -56,10 +59,15 @@
 //! `docs/` directory (`design.md`, `protocol.md`, `safety.md`, `performance.md`).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Every rustdoc example compiles without warnings (unused results, imports, variables).
+#![doc(test(attr(deny(warnings))))]
 
+// Inlined: this crate's documentation is the complete one, with `memfile::` paths; the
+// member crates' own pages show the same items and examples.
+#[doc(inline)]
 pub use memfile_core::*;
 
-/// Typed IPC channels over Unix sockets that carry sealed buffers and fds.
+#[doc(inline)]
 pub use memfile_ipc as ipc;
 
 /// The README's code samples, compiled and run as doctests so they never rot.

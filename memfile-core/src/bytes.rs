@@ -17,7 +17,7 @@ impl From<Frozen> for Bytes {
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let frozen = Frozen::from_bytes("payload", b"header|body")?;
     /// let start = frozen.as_ptr();

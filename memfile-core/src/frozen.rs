@@ -62,7 +62,7 @@ fn freeze_seals() -> Seals {
 /// checks the seals again (never trust a sender).
 ///
 /// ```
-/// use memfile_core::Frozen;
+/// use memfile::Frozen;
 ///
 /// let frozen = Frozen::build("greeting", 5, |buf| buf.copy_from_slice(b"hello"))?;
 /// assert_eq!(&frozen[..], b"hello");
@@ -113,8 +113,8 @@ impl Frozen {
     /// [`FrozenError::into_fd`].
     ///
     /// ```
-    /// use memfile_core::{FrozenErrorKind, MemFile, Seal};
-    /// use memfile_core::Frozen;
+    /// use memfile::{FrozenErrorKind, MemFile, Seal};
+    /// use memfile::Frozen;
     ///
     /// let file = MemFile::create_sealable("not-frozen")?;
     /// file.add_seals(Seal::Shrink)?;
@@ -160,7 +160,7 @@ impl Frozen {
     /// `EMFILE`, an invalid `name`).
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let squares = Frozen::build("squares", 16, |buf| {
     ///     for (i, b) in buf.iter_mut().enumerate() {
@@ -186,7 +186,7 @@ impl Frozen {
     /// [`Frozen::build`].
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     /// use std::io::Read;
     ///
     /// let mut source: &[u8] = b"from a reader";
@@ -232,7 +232,7 @@ impl Frozen {
     /// As for [`Frozen::build`]; the closure's result is dropped then.
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let (frozen, sum) = Frozen::build_with("numbers", 100, |buf| {
     ///     let mut sum = 0u32;
@@ -263,7 +263,7 @@ impl Frozen {
     /// [`Frozen::build`].
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     /// use std::io::Read;
     ///
     /// // Read up to 64 bytes from a source; keep how many were read.
@@ -305,7 +305,7 @@ impl Frozen {
     /// an invalid `name`).
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let f = Frozen::from_bytes("copy", b"abc")?;
     /// assert_eq!(&f[..], b"abc");
@@ -362,7 +362,7 @@ impl Frozen {
     /// naming the fd and the length. Nothing is cached: a later call tries again.
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let f = Frozen::from_bytes("lazy", b"mapped on first read")?;
     /// let bytes: &[u8] = f.try_as_slice()?;
@@ -434,7 +434,7 @@ impl Frozen {
     /// `/proc` not mounted, or `EMFILE`.
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     /// use std::process::{Command, Stdio};
     ///
     /// let f = Frozen::from_bytes("stdin", b"through a pipe of no pipe\n")?;
@@ -695,7 +695,7 @@ impl MemFile {
     /// [`FrozenError`], whose [`into_fd`](FrozenError::into_fd) gives it back.
     ///
     /// ```
-    /// use memfile_core::{MemFile, Seal};
+    /// use memfile::{MemFile, Seal};
     /// use std::io::Write;
     ///
     /// let mut file = MemFile::create_sealable("config")?;
@@ -822,7 +822,7 @@ impl TryFrom<MemFile> for Frozen {
 /// keeps this error as its inner error.
 ///
 /// ```
-/// use memfile_core::{Frozen, FrozenErrorKind, MemFile, Seal};
+/// use memfile::{Frozen, FrozenErrorKind, MemFile, Seal};
 ///
 /// // Sealed against shrinking only: its bytes could still change, so it is refused.
 /// let file = MemFile::create_sealable("unsealed")?;
@@ -852,7 +852,7 @@ pub struct FrozenError {
 /// What was wrong, in a [`FrozenError`].
 ///
 /// ```
-/// use memfile_core::{Frozen, FrozenErrorKind, MemFile};
+/// use memfile::{Frozen, FrozenErrorKind, MemFile};
 ///
 /// // A memfd with no seal added: `found` (only `Exec` on Linux 6.3+) has neither `Write`
 /// // nor `Shrink`, which are `required`.

@@ -5,8 +5,11 @@
 //! any process can read as a plain `&[u8]` — no copy, no `unsafe`, no SIGBUS — even when the
 //! file came from a process it does not trust.
 //!
+//! Its items are re-exported at the root of the `memfile` crate, the documented entry
+//! point, and the examples use those paths: `memfile::Frozen` is `memfile_core::Frozen`.
+//!
 //! ```
-//! use memfile_core::{Frozen, MemFile, Seal};
+//! use memfile::{Frozen, MemFile, Seal};
 //! use std::io::Write;
 //!
 //! // The producer writes a memfd and freezes it: seals Write | Shrink | Grow | Seal.
@@ -100,6 +103,8 @@
 // docs.rs builds with `--cfg docsrs` (see Cargo.toml): show "Available on crate feature
 // ..." badges on the items marked `doc(cfg(...))`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Every rustdoc example compiles without warnings (unused results, imports, variables).
+#![doc(test(attr(deny(warnings))))]
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 compile_error!(

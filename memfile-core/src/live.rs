@@ -58,7 +58,7 @@ fn live_accepts(found: Seals) -> bool {
 /// unless ordered with [`store_u64`](LiveWriter::store_u64)/[`load_u64`](LiveView::load_u64).
 ///
 /// ```
-/// use memfile_core::{LiveView, LiveWriter};
+/// use memfile::{LiveView, LiveWriter};
 /// use std::sync::atomic::Ordering;
 ///
 /// let mut writer = LiveWriter::new("status", 64)?;
@@ -222,7 +222,7 @@ impl fmt::Debug for LiveWriter {
 /// `Write`, and a plain `&[u8]`.
 ///
 /// ```
-/// use memfile_core::{LiveView, LiveWriter, Seal};
+/// use memfile::{LiveView, LiveWriter, Seal};
 ///
 /// let mut writer = LiveWriter::new("counter", 16)?;
 /// // Normally the descriptor travels to another process over a Unix socket.

@@ -27,7 +27,7 @@ pub const MAX_NAME_LEN: usize = 249;
 /// [`MemFile::add_seals`].
 ///
 /// ```
-/// use memfile_core::{MemFile, CreateOptions, Seal};
+/// use memfile::{MemFile, CreateOptions, Seal};
 /// use std::io::{Read, Seek, Write};
 /// # fn main() -> std::io::Result<()> {
 /// let mut file = MemFile::create("greeting", CreateOptions::new().allow_sealing(true))?;
@@ -147,11 +147,12 @@ impl MemFile {
     /// tmpfs file.)
     ///
     /// ```
-    /// use memfile_core::MemFile;
+    /// use memfile::MemFile;
     /// use std::os::fd::OwnedFd;
     /// # fn main() -> std::io::Result<()> {
     /// let fd = OwnedFd::from(MemFile::create_default("buf")?);
     /// let file = MemFile::from_fd(fd)?;
+    /// assert_eq!(file.metadata()?.len(), 0);
     ///
     /// let (socket, _peer) = std::os::unix::net::UnixStream::pair()?;
     /// let err = MemFile::from_fd(OwnedFd::from(socket)).unwrap_err();
@@ -294,7 +295,7 @@ impl MemFile {
     /// sees them, and none can remove them. Adding a seal that is already there succeeds.
     ///
     /// ```
-    /// use memfile_core::{MemFile, Seal};
+    /// use memfile::{MemFile, Seal};
     /// # fn main() -> std::io::Result<()> {
     /// let file = MemFile::create_sealable("config")?;
     /// file.set_len(4096)?;
@@ -542,7 +543,7 @@ fn forbid_sealing(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// that returns `io::Result`.
 ///
 /// ```
-/// use memfile_core::MemFile;
+/// use memfile::MemFile;
 /// use std::fs::File;
 /// use std::io::{ErrorKind, Write};
 ///

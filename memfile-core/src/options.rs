@@ -14,7 +14,7 @@ use crate::MemFile;
 /// to a child explicitly (for example through [`std::process::Stdio`], or over a socket).
 ///
 /// ```
-/// use memfile_core::{CreateOptions, Seal};
+/// use memfile::{CreateOptions, Seal};
 /// # fn main() -> std::io::Result<()> {
 /// let file = CreateOptions::new().allow_sealing(true).create("frame")?;
 /// file.add_seal(Seal::Shrink)?;
@@ -172,7 +172,7 @@ impl HugeTlb {
     /// The page size in bytes.
     ///
     /// ```
-    /// use memfile_core::HugeTlb;
+    /// use memfile::HugeTlb;
     /// assert_eq!(HugeTlb::Huge2MB.size_bytes(), 2 * 1024 * 1024);
     /// assert_eq!(HugeTlb::Huge16GB.size_bytes(), 16 << 30);
     /// ```
@@ -183,7 +183,7 @@ impl HugeTlb {
     /// The page size in bytes if one of the sizes is exactly `bytes`.
     ///
     /// ```
-    /// use memfile_core::HugeTlb;
+    /// use memfile::HugeTlb;
     /// assert_eq!(HugeTlb::from_size_bytes(1 << 30), Some(HugeTlb::Huge1GB));
     /// assert_eq!(HugeTlb::from_size_bytes(4096), None);
     /// ```

@@ -24,7 +24,7 @@ use crate::Frozen;
 /// return 0 bytes.
 ///
 /// ```
-/// use memfile_core::Frozen;
+/// use memfile::Frozen;
 /// use std::io::{BufRead, Read, Seek, SeekFrom};
 ///
 /// let frozen = Frozen::from_bytes("lines", b"first\nsecond\n")?;
@@ -234,7 +234,7 @@ impl Frozen {
     /// Any error of `w.write_all`; some bytes may have been written.
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let frozen = Frozen::from_bytes("out", b"no bounce buffer")?;
     /// let mut out = Vec::new();
@@ -262,7 +262,7 @@ impl Frozen {
     /// Linux and Android only, as [`Frozen::open_reader`].
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     /// use std::process::Command;
     ///
     /// let frozen = Frozen::from_bytes("input", b"one\ntwo\nthree\n")?;

@@ -25,7 +25,7 @@ use crate::{Frozen, MemFile};
 /// memory starts zeroed.
 ///
 /// ```
-/// use memfile_core::WritableRegion;
+/// use memfile::WritableRegion;
 ///
 /// let mut region = WritableRegion::new("frame", 8)?;
 /// region[..4].copy_from_slice(b"head");

@@ -101,7 +101,7 @@ impl fmt::Display for Seal {
 /// `!` complements within the known seals: `!Seals::empty() == Seals::all()`.
 ///
 /// ```
-/// use memfile_core::{Seal, Seals};
+/// use memfile::{Seal, Seals};
 /// let s = Seal::Write | Seal::Shrink;
 /// assert!(s.contains(Seal::Write));
 /// assert!(!s.contains(Seal::Write | Seal::Grow));
@@ -129,7 +129,7 @@ impl Seals {
     /// without it, so `add_seals(Seals::all())` works on every supported kernel.
     ///
     /// ```
-    /// use memfile_core::{Seal, Seals};
+    /// use memfile::{Seal, Seals};
     /// const ALL: Seals = Seals::all();
     /// assert!(ALL.contains(Seal::Write | Seal::Seal));
     /// ```

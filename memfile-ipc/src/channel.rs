@@ -76,10 +76,10 @@ fn inline_limit(socket: &RawSocket, limits: &Limits) -> usize {
 /// # Examples
 ///
 /// ```
-/// let (tx, rx) = memfile_ipc::channel::<(u32, String)>()?;
+/// let (tx, rx) = memfile::ipc::channel::<(u32, String)>()?;
 /// tx.send(&(7, "seven".to_string()))?;
 /// assert_eq!(rx.recv()?, (7, "seven".to_string()));
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
     let (a, b) = RawSocket::pair()?;
@@ -102,12 +102,12 @@ pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use memfile_ipc::{channel, Sender};
+/// use memfile::ipc::{channel, Sender};
 ///
 /// // A request carries the sender the answer should go to.
 /// let (requests, server) = channel::<(String, Sender<usize>)>()?;
 /// let (reply_tx, reply_rx) = channel::<usize>()?;
-/// let worker = std::thread::spawn(move || -> memfile_ipc::Result<()> {
+/// let worker = std::thread::spawn(move || -> memfile::ipc::Result<()> {
 ///     for request in &server {
 ///         let (word, reply) = request?;
 ///         reply.send(&word.len())?;
@@ -120,7 +120,7 @@ pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)> {
 /// assert_eq!(reply_rx.recv()?, 2);
 /// drop(requests); // the worker's loop ends
 /// worker.join().unwrap()?;
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub struct Sender<T> {
     socket: Arc<RawSocket>,
@@ -206,11 +206,11 @@ impl<T: Serialize> Sender<T> {
     /// # Examples
     ///
     /// ```
-    /// let (tx, rx) = memfile_ipc::channel::<Vec<u8>>()?;
+    /// let (tx, rx) = memfile::ipc::channel::<Vec<u8>>()?;
     /// tx.send(&vec![1, 2, 3])?;
     /// drop(rx);
-    /// assert!(matches!(tx.send(&vec![4]), Err(memfile_ipc::Error::Disconnected)));
-    /// # Ok::<(), memfile_ipc::Error>(())
+    /// assert!(matches!(tx.send(&vec![4]), Err(memfile::ipc::Error::Disconnected)));
+    /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn send(&self, msg: &T) -> Result<()> {
         self.send_with(msg, false)
@@ -242,9 +242,9 @@ impl<T: Serialize> Sender<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use memfile_ipc::Error;
+    /// use memfile::ipc::Error;
     ///
-    /// let (tx, rx) = memfile_ipc::channel::<Vec<u8>>()?;
+    /// let (tx, rx) = memfile::ipc::channel::<Vec<u8>>()?;
     /// // Nobody reads: the socket's buffer fills up, then sending times out.
     /// let chunk = vec![7u8; 16 << 10];
     /// let timeout = Duration::from_millis(20);
@@ -258,7 +258,7 @@ impl<T: Serialize> Sender<T> {
     /// // Reading makes room again.
     /// rx.recv()?;
     /// tx.send_timeout(&chunk, timeout)?;
-    /// # Ok::<(), memfile_ipc::Error>(())
+    /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn send_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
         let deadline = Instant::now().checked_add(timeout);
@@ -492,8 +492,8 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use memfile_core::Frozen;
-/// use memfile_ipc::{channel, Error, Fd};
+/// use memfile::Frozen;
+/// use memfile::ipc::{channel, Error, Fd};
 ///
 /// let (tx, rx) = channel::<(u64, Fd<Frozen>)>()?;
 /// let big = Frozen::from_bytes("table", &[1u8; 1 << 20]).unwrap();
@@ -508,7 +508,7 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 ///
 /// drop(tx);
 /// assert!(matches!(rx.recv(), Err(Error::Disconnected)));
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub struct Receiver<T> {
     socket: Arc<RawSocket>,
@@ -537,13 +537,13 @@ impl<T> Receiver<T> {
     /// Replaces the limits incoming messages are checked against.
     ///
     /// ```
-    /// use memfile_ipc::{channel, Error, Limits};
+    /// use memfile::ipc::{channel, Error, Limits};
     ///
     /// let (tx, rx) = channel::<String>()?;
     /// let rx = rx.with_limits(Limits::default().max_message_bytes(16));
     /// tx.send(&"x".repeat(100))?;
     /// assert!(matches!(rx.recv(), Err(Error::MessageTooLarge { .. })));
-    /// # Ok::<(), memfile_ipc::Error>(())
+    /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Receiver<T> {
@@ -618,10 +618,10 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let (_tx, rx) = memfile_ipc::channel::<u8>()?;
+    /// let (_tx, rx) = memfile::ipc::channel::<u8>()?;
     /// let r = rx.recv_timeout(Duration::from_millis(10));
-    /// assert!(matches!(r, Err(memfile_ipc::Error::Timeout)));
-    /// # Ok::<(), memfile_ipc::Error>(())
+    /// assert!(matches!(r, Err(memfile::ipc::Error::Timeout)));
+    /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
         let mode = match Instant::now().checked_add(timeout) {
@@ -640,14 +640,14 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// the same way for ever.
     ///
     /// ```
-    /// let (tx, rx) = memfile_ipc::channel::<u32>()?;
+    /// let (tx, rx) = memfile::ipc::channel::<u32>()?;
     /// for n in 1..=3 {
     ///     tx.send(&n)?;
     /// }
     /// drop(tx);
     /// let all: Vec<u32> = rx.iter().collect::<Result<_, _>>()?;
     /// assert_eq!(all, [1, 2, 3]);
-    /// # Ok::<(), memfile_ipc::Error>(())
+    /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
@@ -885,7 +885,7 @@ pub(crate) fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
 /// # Examples
 ///
 /// ```
-/// use memfile_ipc::{connect, Listener};
+/// use memfile::ipc::{connect, Listener};
 ///
 /// let dir = std::env::temp_dir().join(format!("memfile-ipc-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
@@ -898,7 +898,7 @@ pub(crate) fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
 /// assert_eq!(rx.recv()?, 5);
 /// assert_eq!(server_tx.peer_credentials()?.pid, std::process::id() as i32);
 /// # drop(listener); std::fs::remove_dir_all(&dir).unwrap();
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<Rx>)> {
     Ok(duplex(connect_raw(path)?))
@@ -969,16 +969,17 @@ impl Listener {
 /// use std::process::Command;
 ///
 /// // Parent:
-/// let (mut child, tx, rx) = memfile_ipc::spawn::<String, u64>(&mut Command::new("worker"))?;
+/// let (mut child, tx, rx) = memfile::ipc::spawn::<String, u64>(&mut Command::new("worker"))?;
 /// tx.send(&"job".to_string())?;
 /// let answer: u64 = rx.recv()?;
+/// println!("the worker answered {answer}");
 /// child.wait()?;
 ///
 /// // Child ("worker"): the types swap sides.
-/// let (tx, rx) = memfile_ipc::from_parent::<u64, String>()?;
+/// let (tx, rx) = memfile::ipc::from_parent::<u64, String>()?;
 /// let job = rx.recv()?;
 /// tx.send(&(job.len() as u64))?;
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn spawn<Tx, Rx>(cmd: &mut Command) -> Result<(ChildProcess, Sender<Tx>, Receiver<Rx>)> {
     let (child, socket) = spawn_raw(cmd)?;

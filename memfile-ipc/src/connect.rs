@@ -30,7 +30,7 @@ use crate::{CredentialPolicy, Receiver, Result, Sender};
 /// # Examples
 ///
 /// ```
-/// use memfile_ipc::{connect_with_policy, CredentialPolicy, Error, Listener};
+/// use memfile::ipc::{connect_with_policy, CredentialPolicy, Error, Listener};
 ///
 /// let dir = std::env::temp_dir().join(format!("memfile-ipc-doc-cwp-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
@@ -47,7 +47,7 @@ use crate::{CredentialPolicy, Receiver, Result, Sender};
 /// let refused = connect_with_policy::<String, ()>(dir.join("sock"), nobody);
 /// assert!(matches!(refused, Err(Error::PeerRejected { .. })));
 /// # drop(listener); std::fs::remove_dir_all(&dir).unwrap();
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn connect_with_policy<Tx, Rx>(
     path: impl AsRef<Path>,

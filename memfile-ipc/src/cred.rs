@@ -29,7 +29,7 @@ impl Credentials {
     /// Credentials with these ids, e.g. to test a [`CredentialPolicy`].
     ///
     /// ```
-    /// use memfile_ipc::{CredentialPolicy, Credentials};
+    /// use memfile::ipc::{CredentialPolicy, Credentials};
     ///
     /// let stranger = Credentials::new(1234, 4242, 4242);
     /// assert!(CredentialPolicy::Uids(vec![1000]).check(&stranger).is_err());

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
 
-/// `Result<T, memfile_ipc::Error>`.
+/// `Result<T, memfile::ipc::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong sending or receiving.

@@ -6,8 +6,8 @@
 //!
 //! - the wrapper [`Fd<T>`], which derefs to `T`:
 //!   `struct Msg { frame: Fd<Frozen>, log: Option<Fd<OwnedFd>> }`;
-//! - a bare field with `#[serde(with = "memfile_ipc::fd")]`:
-//!   `struct Msg { #[serde(with = "memfile_ipc::fd")] frame: Frozen }`
+//! - a bare field with `#[serde(with = "memfile::ipc::fd")]`:
+//!   `struct Msg { #[serde(with = "memfile::ipc::fd")] frame: Frozen }`
 //!   (through the facade crate: `#[serde(with = "memfile::ipc::fd")]`). For an optional or
 //!   repeated fd use `Option<Fd<T>>`, `Vec<Fd<T>>`.
 //!
@@ -21,14 +21,14 @@
 //! Outside a channel (e.g. `serde_json::to_string`) these fields fail to encode.
 //!
 //! ```
-//! use memfile_core::Frozen;
-//! use memfile_ipc::{channel, fd::Fd};
+//! use memfile::Frozen;
+//! use memfile::ipc::{channel, fd::Fd};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Frame {
 //!     number: u64,
-//!     #[serde(with = "memfile_ipc::fd")]
+//!     #[serde(with = "memfile::ipc::fd")]
 //!     pixels: Frozen,
 //!     thumbnail: Option<Fd<Frozen>>,
 //! }
@@ -281,7 +281,7 @@ mod private {
 }
 
 /// A type that travels as an fd inside a message: [`Frozen`], [`MemFile`], [`OwnedFd`],
-/// [`RawSocket`]. Use it through [`Fd<T>`] or `#[serde(with = "memfile_ipc::fd")]`.
+/// [`RawSocket`]. Use it through [`Fd<T>`] or `#[serde(with = "memfile::ipc::fd")]`.
 ///
 /// Sealed: the checks a received fd must pass are part of each kind's contract.
 pub trait FdKind: Sized + private::Sealed {
@@ -370,7 +370,7 @@ impl FdKind for RawSocket {
 // ---------------------------------------------------------------------------------------
 // `#[serde(with = "memfile_ipc::fd")]`
 
-/// Serializes an [`FdKind`] field as an fd of the message: `#[serde(with = "memfile_ipc::fd")]`.
+/// Serializes an [`FdKind`] field as an fd of the message: `#[serde(with = "memfile::ipc::fd")]`.
 ///
 /// # Errors
 ///
@@ -381,7 +381,7 @@ pub fn serialize<T: FdKind, S: Serializer>(value: &T, serializer: S) -> Result<S
 }
 
 /// Deserializes an [`FdKind`] field from the fds of the message being received:
-/// `#[serde(with = "memfile_ipc::fd")]`.
+/// `#[serde(with = "memfile::ipc::fd")]`.
 ///
 /// # Errors
 ///
@@ -401,7 +401,7 @@ pub fn deserialize<'de, T: FdKind, D: Deserializer<'de>>(deserializer: D) -> Res
 ///
 /// ```
 /// use std::os::fd::OwnedFd;
-/// use memfile_ipc::{channel, fd::Fd};
+/// use memfile::ipc::{channel, fd::Fd};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let (tx, rx) = channel::<Vec<Fd<OwnedFd>>>()?;

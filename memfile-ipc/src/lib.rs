@@ -1,14 +1,17 @@
 //! # memfile-ipc
 //!
 //! Typed channels over Unix `SOCK_SEQPACKET` sockets that carry sealed memfds
-//! ([`memfile_core::Frozen`]) and other fds inside serde messages.
+//! ([`Frozen`](memfile_core::Frozen)) and other fds inside serde messages.
+//!
+//! This crate is `memfile::ipc` in the `memfile` crate, the documented entry point, and
+//! the examples use those paths: `memfile::ipc::channel` is `memfile_ipc::channel`.
 //!
 //! - [`channel`] makes a connected [`Sender`]/[`Receiver`] pair; [`spawn`] starts a child
 //!   process connected to this one ([`from_parent`] in the child); [`Listener`] and
 //!   [`connect`] connect unrelated processes by a path or abstract name
 //!   ([`connect_with_policy`] also checks who the server is).
 //! - A message is any `serde` type. Its big parts go as fds, not bytes: a field of type
-//!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile_ipc::fd")]`) travels
+//!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile::ipc::fd")]`) travels
 //!   as a sealed memfd that the receiver maps read-only, verified immutable before the
 //!   message exists. `MemFile`, `OwnedFd`, and [`Sender`]/[`Receiver`] (reply channels)
 //!   travel the same way.
@@ -24,7 +27,7 @@
 //!
 //! All off by default; none changes the wire protocol, so peers may differ in features.
 //!
-//! - **`tokio`**: the module `memfile_ipc::tokio`, async endpoints (`AsyncSender`,
+//! - **`tokio`**: the module `memfile::ipc::tokio`, async endpoints (`AsyncSender`,
 //!   `AsyncReceiver`, also a `futures_core::Stream`, and `AsyncListener`) on a tokio
 //!   runtime, with cancel-safe `recv`, and conversions to and from the blocking endpoints.
 //! - **`tracing`**: `tracing` events (target `memfile_ipc`): connections accepted (`info`,
@@ -41,8 +44,8 @@
 //! appears in a signature. No `nix`, `libc` or `bincode` type is public.
 //!
 //! ```
-//! use memfile_core::Frozen;
-//! use memfile_ipc::{channel, Fd, Sender};
+//! use memfile::Frozen;
+//! use memfile::ipc::{channel, Fd, Sender};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -71,6 +74,8 @@
 
 // docs.rs builds with `--cfg docsrs` (see Cargo.toml): badges on feature-gated items.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Every rustdoc example compiles without warnings (unused results, imports, variables).
+#![doc(test(attr(deny(warnings))))]
 
 mod error;
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@
 /// | [`inline_limit`](Limits::inline_limit) | derived from the socket's `SO_SNDBUF` |
 ///
 /// ```
-/// use memfile_ipc::Limits;
+/// use memfile::ipc::Limits;
 ///
 /// let limits = Limits::default().max_message_bytes(1 << 20).max_fds(4);
 /// assert_eq!(limits.get_max_message_bytes(), 1 << 20);

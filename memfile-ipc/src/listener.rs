@@ -2,7 +2,7 @@
 //! `connect` to either.
 //!
 //! ```
-//! use memfile_ipc::{Listener, connect_raw};
+//! use memfile::ipc::{Listener, connect_raw};
 //!
 //! let dir = std::env::temp_dir().join(format!("memfile-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
@@ -15,7 +15,7 @@
 //! assert!(!path.exists());
 //! # drop((client, server));
 //! # std::fs::remove_dir(&dir).unwrap();
-//! # Ok::<(), memfile_ipc::Error>(())
+//! # Ok::<(), memfile::ipc::Error>(())
 //! ```
 
 use std::io;
@@ -66,14 +66,14 @@ enum Name {
 /// own user before sending anything ([`connect_with_policy`](crate::connect_with_policy)):
 ///
 /// ```
-/// use memfile_ipc::{CredentialPolicy, Listener, connect_with_policy};
+/// use memfile::ipc::{CredentialPolicy, Listener, connect_with_policy};
 ///
 /// let dir = std::env::temp_dir().join(format!("memfile-doc-listener-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let path = dir.join("server.sock");
 /// let listener = Listener::bind(&path)?; // mode 0600; peers must have our uid (SameUid)
 ///
-/// let server = std::thread::spawn(move || -> memfile_ipc::Result<()> {
+/// let server = std::thread::spawn(move || -> memfile::ipc::Result<()> {
 ///     for _ in 0..2 {
 ///         // Send `usize`, receive `String`.
 ///         let (tx, rx) = listener.accept::<usize, String>()?;
@@ -93,7 +93,7 @@ enum Name {
 /// server.join().unwrap()?;
 /// assert!(!path.exists());
 /// # std::fs::remove_dir(&dir).unwrap();
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct Listener {

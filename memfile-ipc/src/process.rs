@@ -39,15 +39,15 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 /// ```no_run
 /// use std::process::Command;
 ///
-/// // "worker" calls `memfile_ipc::from_parent::<String, String>()` and serves requests
+/// // "worker" calls `memfile::ipc::from_parent::<String, String>()` and serves requests
 /// // until the connection closes.
-/// let (mut child, tx, rx) = memfile_ipc::spawn::<String, String>(&mut Command::new("worker"))?;
+/// let (mut child, tx, rx) = memfile::ipc::spawn::<String, String>(&mut Command::new("worker"))?;
 /// println!("worker {} runs as uid {}", child.id(), child.credentials()?.uid);
 /// tx.send(&"job".to_owned())?;
 /// let answer = rx.recv()?;
 /// drop((tx, rx)); // the worker's next recv reports Disconnected, and it exits
 /// assert!(child.wait()?.success(), "{answer}");
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ChildProcess {
@@ -165,8 +165,8 @@ impl ChildProcess {
 ///
 /// ```
 /// use std::process::Command;
-/// use memfile_ipc::raw::RecvMode;
-/// use memfile_ipc::{Error, FD_ENV, spawn_raw};
+/// use memfile::ipc::raw::RecvMode;
+/// use memfile::ipc::{Error, FD_ENV, spawn_raw};
 ///
 /// let script = format!("test -S /proc/self/fd/${FD_ENV}");
 /// let (mut child, socket) = spawn_raw(Command::new("sh").args(["-c", &script]))?;
@@ -176,7 +176,7 @@ impl ChildProcess {
 ///     socket.recv(&mut buf, &mut fds, RecvMode::Blocking),
 ///     Err(Error::Disconnected)
 /// ));
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
     let (ours, theirs) = RawSocket::pair()?;
@@ -258,8 +258,8 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
 ///
 /// ```no_run
 /// use std::io::IoSlice;
-/// use memfile_ipc::raw::RecvMode;
-/// use memfile_ipc::{Error, raw_from_parent};
+/// use memfile::ipc::raw::RecvMode;
+/// use memfile::ipc::{Error, raw_from_parent};
 ///
 /// let socket = raw_from_parent()?;
 /// let (mut buf, mut fds) = (vec![0u8; 64 << 10], Vec::new());
@@ -271,7 +271,7 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
 ///     }
 ///     fds.clear(); // close any fds that came along
 /// }
-/// # Ok::<(), memfile_ipc::Error>(())
+/// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub fn raw_from_parent() -> Result<RawSocket> {
     let invalid = |kind: io::ErrorKind, fd: Option<RawFd>, msg: String| {

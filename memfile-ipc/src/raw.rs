@@ -16,7 +16,7 @@
 //! ```
 //! use std::io::IoSlice;
 //! use std::os::fd::AsFd;
-//! use memfile_ipc::raw::{RawSocket, RecvMode};
+//! use memfile::ipc::raw::{RawSocket, RecvMode};
 //!
 //! let (a, b) = RawSocket::pair()?;
 //! let file = std::fs::File::open("/dev/null").unwrap();
@@ -31,9 +31,9 @@
 //! drop(a);
 //! assert!(matches!(
 //!     b.recv(&mut buf, &mut fds, RecvMode::Blocking),
-//!     Err(memfile_ipc::Error::Disconnected)
+//!     Err(memfile::ipc::Error::Disconnected)
 //! ));
-//! # Ok::<(), memfile_ipc::Error>(())
+//! # Ok::<(), memfile::ipc::Error>(())
 //! ```
 
 use std::io::{self, IoSlice, IoSliceMut};

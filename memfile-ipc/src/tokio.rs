@@ -35,9 +35,9 @@
 //! first to keep using the connection).
 //!
 //! ```
-//! use memfile_core::Frozen;
-//! use memfile_ipc::Fd;
-//! use memfile_ipc::tokio::channel;
+//! use memfile::Frozen;
+//! use memfile::ipc::Fd;
+//! use memfile::ipc::tokio::channel;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
@@ -298,13 +298,13 @@ impl<T> AsyncReceiver<T> {
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let (tx, rx) = memfile_ipc::channel::<String>()?;
+    /// let (tx, rx) = memfile::ipc::channel::<String>()?;
     /// let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
     /// let rx = rt.block_on(async {
-    ///     let rx = memfile_ipc::tokio::AsyncReceiver::from_blocking(rx)?;
+    ///     let rx = memfile::ipc::tokio::AsyncReceiver::from_blocking(rx)?;
     ///     tx.send(&"hi".to_string())?; // the blocking sender, from anywhere
     ///     assert_eq!(rx.recv().await?, "hi");
-    ///     Ok::<_, memfile_ipc::Error>(rx)
+    ///     Ok::<_, memfile::ipc::Error>(rx)
     /// })?;
     /// drop(rt);
     /// let rx = rx.into_blocking(); // and back, usable without a runtime
@@ -460,9 +460,10 @@ impl<T> AsFd for AsyncReceiver<T> {
 /// This is how a process started with the blocking API goes async:
 ///
 /// ```no_run
-/// # async fn child() -> Result<(), memfile_ipc::Error> {
-/// let (tx, rx) = memfile_ipc::from_parent::<u64, String>()?;
-/// let (tx, rx) = memfile_ipc::tokio::duplex_from_blocking(tx, rx)?;
+/// # #[allow(dead_code)]
+/// # async fn child() -> Result<(), memfile::ipc::Error> {
+/// let (tx, rx) = memfile::ipc::from_parent::<u64, String>()?;
+/// let (tx, rx) = memfile::ipc::tokio::duplex_from_blocking(tx, rx)?;
 /// let job = rx.recv().await?;
 /// tx.send(&(job.len() as u64)).await?;
 /// # Ok(())
