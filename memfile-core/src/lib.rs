@@ -114,14 +114,14 @@ compile_error!(
 mod seal;
 mod sys;
 
-// --- owned by the MemFile work: memfile.rs, options.rs (add `pub use` lines here) ---
+// Memfds: creating, sealing, converting.
 mod memfile;
 mod options;
 
 pub use memfile::{FromFdError, MAX_NAME_LEN, MemFile};
 pub use options::{CreateOptions, HugeTlb};
 
-// --- owned by the Frozen work: frozen.rs, region.rs, live.rs (add `pub use` lines here) ---
+// Buffers: frozen (verified immutable), filled in place, live (owner keeps writing).
 mod frozen;
 mod live;
 mod region;
@@ -131,7 +131,7 @@ pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
 pub use live::{LiveView, LiveWriter};
 pub use region::WritableRegion;
 
-// --- owned by the ecosystem work: reader.rs, bytes.rs ---
+// A frozen buffer through `std::io` and (feature `bytes`) as `bytes::Bytes`.
 #[cfg(feature = "bytes")]
 mod bytes;
 mod reader;

@@ -81,7 +81,7 @@ mod error;
 pub use error::{Error, Result};
 mod trace;
 
-// --- owned by the transport work: raw.rs, listener.rs, cred.rs, process.rs ---
+// Transport: packets with fds, listening and connecting, peer credentials, child processes.
 mod cred;
 mod listener;
 mod process;
@@ -93,7 +93,7 @@ pub use listener::{
 };
 pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 
-// --- owned by the typed-channel work: wire.rs, codec.rs, fd.rs, channel.rs, limits.rs ---
+// Typed channels: packet header, codec, fds inside messages, endpoints, receive limits.
 mod channel;
 mod codec;
 pub mod fd;
@@ -107,7 +107,7 @@ pub use connect::{connect_abstract_with_policy, connect_with_policy};
 pub use fd::Fd;
 pub use limits::Limits;
 
-// --- async endpoints (feature `tokio`) ---
+// Async endpoints (feature `tokio`).
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tokio;
