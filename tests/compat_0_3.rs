@@ -22,7 +22,9 @@ fn memfile_constructors_and_conversions() -> std::io::Result<()> {
     let d: MemFile = MemFile::create_sealable("d")?;
     let e: MemFile = CreateOptions::new().allow_sealing(true).create("e")?;
     let f: MemFile = CreateOptions::new().create_cstr(&CString::new("f").unwrap())?;
-    let _ = CreateOptions::default().huge_tlb(None).huge_tlb(HugeTlb::Huge2MB);
+    let _ = CreateOptions::default()
+        .huge_tlb(None)
+        .huge_tlb(HugeTlb::Huge2MB);
     let _: Option<HugeTlb> = Some(HugeTlb::Huge1GB);
     println!("{:?}", CreateOptions::new());
 

@@ -23,6 +23,7 @@ mod machine;
 mod micro;
 mod proc;
 mod report;
+mod syscalls;
 mod work;
 
 use std::time::Instant;
@@ -62,14 +63,14 @@ struct Plan {
     case: &'static str,
     params: Params,
     reps: usize,
-    alts: Vec<Alt>,
+    alts: &'static [Alt],
     /// Run parent and children on one CPU (they inherit the affinity): a ping-pong across
     /// CPUs measures the machine's wake-up latency (here 8 µs or 45 µs, depending on where
     /// the scheduler happens to put the child), not the code.
     pin: bool,
 }
 
-fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
+fn plans(mode: Mode) -> Vec<Plan> {
     let m = mode;
     let reps = m.pick(7, 5, 2);
     let big_reps = m.pick(5, 3, 2);
@@ -83,7 +84,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         case: "small_rtt",
         params: p(64, m.pick(20_000, 5_000, 200), m.pick(500, 200, 20)),
         reps,
-        alts: cases::small::alts(),
+        alts: cases::small::ALTS,
         pin: true,
     });
     let n4k = m.pick(4000, 1000, 50);
@@ -92,7 +93,7 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
         // One warm-up batch as large as the timed one (the consumer acks once per batch).
         params: p(cases::frozen4k::SIZE, n4k, n4k),
         reps,
-        alts: cases::frozen4k::alts(variants),
+        alts: cases::frozen4k::ALTS,
         pin: false,
     });
     let large = [
@@ -110,54 +111,49 @@ fn plans(mode: Mode, variants: bool) -> Vec<Plan> {
             case: "large_e2e",
             params: p(size, iters, warmup),
             reps,
-            alts: cases::large::alts(variants),
+            alts: cases::large::ALTS,
             pin: false,
         });
     }
     let typed = m.pick(16 * MIB, 16 * MIB, MIB);
-    v.push(Plan {
-        case: "typed_vec",
-        params: p(typed, m.pick(5, 3, 1), 1),
-        reps,
-        alts: cases::typed::vec_alts(),
-        pin: false,
-    });
-    v.push(Plan {
-        case: "typed_bytes",
-        params: p(typed, m.pick(5, 3, 1), 1),
-        reps,
-        alts: cases::typed::bytes_alts(),
-        pin: false,
-    });
+    for (case, alts) in [
+        ("typed_vec", cases::typed::VEC_ALTS),
+        ("typed_bytes", cases::typed::BYTES_ALTS),
+    ] {
+        v.push(Plan {
+            case,
+            params: p(typed, m.pick(5, 3, 1), 1),
+            reps,
+            alts,
+            pin: false,
+        });
+    }
     let shared = m.pick(64 * MIB, 64 * MIB, MIB);
-    v.push(Plan {
-        case: "fanout_4",
-        params: p(shared, m.pick(3, 2, 1), 1),
-        reps: big_reps,
-        alts: cases::fanout::alts(variants),
-        pin: false,
-    });
-    v.push(Plan {
-        case: "pipeline_3",
-        params: p(shared, m.pick(3, 2, 1), 1),
-        reps: big_reps,
-        alts: cases::pipeline::alts(variants),
-        pin: false,
-    });
+    for (case, alts) in [
+        ("fanout_4", cases::fanout::ALTS),
+        ("pipeline_3", cases::pipeline::ALTS),
+    ] {
+        v.push(Plan {
+            case,
+            params: p(shared, m.pick(3, 2, 1), 1),
+            reps: big_reps,
+            alts,
+            pin: false,
+        });
+    }
     v
 }
 
 /// Runs every alternative of `plan`, interleaved: repetition `r` starts with alternative
 /// `r mod n` and goes round.
-fn run_plan(plan: &Plan) -> Res<Vec<Measured>> {
+fn run_plan(plan: &Plan, alts: &[Alt]) -> Res<Vec<Measured>> {
     let _pinned = if plan.pin {
         Some(Pinned::to_current_cpu()?)
     } else {
         None
     };
-    let n = plan.alts.len();
-    let mut out: Vec<Measured> = plan
-        .alts
+    let n = alts.len();
+    let mut out: Vec<Measured> = alts
         .iter()
         .map(|a| Measured {
             case: plan.case,
@@ -169,7 +165,7 @@ fn run_plan(plan: &Plan) -> Res<Vec<Measured>> {
     for rep in 0..plan.reps {
         for k in 0..n {
             let i = (k + rep) % n;
-            let alt = &plan.alts[i];
+            let alt = &alts[i];
             let secs = (alt.run)(&plan.params)
                 .map_err(|e| format!("{} {} B, {}: {e}", plan.case, plan.params.size, alt.name))?;
             out[i].secs.push(secs);
@@ -277,18 +273,27 @@ fn run(args: &[String]) -> Res<()> {
     println!("command: {command}");
     let started = Instant::now();
     let mut all = Vec::new();
-    for mut plan in plans(mode, o.variants) {
-        if let Some(only) = &o.only
-            && !only.iter().any(|c| c == plan.case)
+    for plan in plans(mode) {
+        if o.only
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|c| c == plan.case))
         {
             continue;
         }
-        if let Some(keep) = &o.alts {
-            plan.alts.retain(|a| keep.iter().any(|k| k == a.name));
-        }
+        let alts: Vec<Alt> = plan
+            .alts
+            .iter()
+            .filter(|a| o.variants || !a.is_variant())
+            .filter(|a| {
+                o.alts
+                    .as_ref()
+                    .is_none_or(|keep| keep.iter().any(|k| k == a.name))
+            })
+            .copied()
+            .collect();
         let t = Instant::now();
         eprint!("{} {} B ...", plan.case, plan.params.size);
-        let results = run_plan(&plan)?;
+        let results = run_plan(&plan, &alts)?;
         eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
         all.extend(results);
     }

@@ -2,17 +2,14 @@
 //! to find where the fixed cost of a buffer goes (evidence for the optimisations in
 //! `docs/performance.md`). Not part of the table.
 
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use memfile_core::{Frozen, MemFile};
-use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::sys::stat::fstat;
-use nix::unistd::ftruncate;
 
+use crate::syscalls::{sealed_memfd, verify_read};
 use crate::work::{Res, checksum, fill};
 
 const SIZE: usize = 4096;
@@ -33,72 +30,12 @@ fn time(name: &str, n: usize, mut f: impl FnMut() -> Res<()>) -> Res<()> {
     Ok(())
 }
 
-/// A sealed 4 KiB memfd made with bare syscalls.
-fn raw_sealed() -> Res<OwnedFd> {
-    let fd = memfd_create(
-        c"micro",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
-    ftruncate(&fd, SIZE as i64)?;
-    let len = NonZeroUsize::new(SIZE).ok_or("zero")?;
-    // SAFETY: a fresh memfd only this function knows, unmapped before sealing.
-    let ptr = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-            MapFlags::MAP_SHARED,
-            &fd,
-            0,
-        )
-    }?;
-    // SAFETY: a live SIZE-byte mapping, exclusively ours until the munmap.
-    fill(
-        unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr().cast::<u8>(), SIZE) },
-        3,
-    );
-    // SAFETY: the mapping made above; the slice is gone.
-    unsafe { munmap(ptr, SIZE) }?;
-    let seals = SealFlag::F_SEAL_WRITE
-        | SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_SEAL;
-    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
-    Ok(fd)
-}
-
-/// The receiving half with bare syscalls: fstat, F_GET_SEALS, mmap, read, munmap.
-fn raw_verify_read(fd: &OwnedFd) -> Res<u64> {
-    let size = usize::try_from(fstat(fd)?.st_size)?;
-    let seals = SealFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GET_SEALS)?);
-    if !seals.contains(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK) {
-        return Err("not sealed".into());
-    }
-    let len = NonZeroUsize::new(size).ok_or("zero")?;
-    // SAFETY: sealed against writes and shrinking (checked above).
-    let ptr = unsafe {
-        mmap(
-            None,
-            len,
-            ProtFlags::PROT_READ,
-            MapFlags::MAP_PRIVATE,
-            fd,
-            0,
-        )
-    }?;
-    // SAFETY: a live read-only mapping of `size` bytes.
-    let sum = checksum(unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), size) });
-    // SAFETY: the mapping made above; the slice is gone.
-    unsafe { munmap(ptr, size) }?;
-    Ok(sum)
-}
-
 /// Runs the micro timings.
 pub fn run() -> Res<()> {
     let n = 20_000;
     println!("per 4 KiB buffer, one process, best of 5 x {n}:");
     time("create+fill+seal: raw syscalls (mmap fill)", n, || {
-        drop(raw_sealed()?);
+        drop(sealed_memfd(SIZE, 3)?);
         Ok(())
     })?;
     time("create+fill+seal: Frozen::build", n, || {
@@ -133,12 +70,12 @@ pub fn run() -> Res<()> {
         )?);
         Ok(())
     })?;
-    let sealed = raw_sealed()?;
+    let sealed = sealed_memfd(SIZE, 3)?;
     time(
         "receive side: raw fstat+F_GET_SEALS+mmap+read+munmap",
         n,
         || {
-            std::hint::black_box(raw_verify_read(&sealed)?);
+            std::hint::black_box(verify_read(&sealed)?);
             Ok(())
         },
     )?;

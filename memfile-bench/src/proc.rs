@@ -8,6 +8,7 @@
 //! - ipc-channel: its one-shot server, the way its documentation bootstraps a child.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
@@ -15,6 +16,7 @@ use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::syscalls::{SeqPacket, seqpacket_pair};
 use crate::work::Res;
 
 /// The first fd number inherited fds are placed at in a child.
@@ -91,16 +93,72 @@ impl Drop for Reaper {
     }
 }
 
-/// Waits for every child in order; the first failure wins.
-pub fn finish_all(children: Vec<Reaper>) -> Res<()> {
-    let mut first = Ok(());
-    for c in children {
-        let r = c.finish();
-        if first.is_ok() {
-            first = r;
+/// Consumer children and the producer's ends of their connections (`tx[i]`, `rx[i]` lead
+/// to child `i`, except after [`Linked::from_parts`]). [`Linked::finish`] hangs up and waits for the children; dropping it
+/// instead (on an error) kills them.
+#[derive(Debug)]
+pub struct Linked<Tx, Rx> {
+    /// Where the producer sends, one per child.
+    pub tx: Vec<Tx>,
+    /// Where the producer receives (acks, replies), one per child.
+    pub rx: Vec<Rx>,
+    // Declared last: dropped after the ends, so children see the hang-up before the kill.
+    children: Vec<Reaper>,
+}
+
+impl<Tx, Rx> Linked<Tx, Rx> {
+    /// One child.
+    pub fn new(child: Reaper, tx: Tx, rx: Rx) -> Self {
+        Linked {
+            tx: vec![tx],
+            rx: vec![rx],
+            children: vec![child],
         }
     }
-    first
+
+    /// Children connected some other way (`tx`, `rx` need not be one per child).
+    pub fn from_parts(children: Vec<Reaper>, tx: Vec<Tx>, rx: Vec<Rx>) -> Self {
+        Linked { tx, rx, children }
+    }
+
+    /// `n` children, child `i` started by `spawn(i)`.
+    pub fn spawn_n(n: usize, mut spawn: impl FnMut(usize) -> Res<Self>) -> Res<Self> {
+        let mut all = Linked {
+            tx: Vec::new(),
+            rx: Vec::new(),
+            children: Vec::new(),
+        };
+        for i in 0..n {
+            let one = spawn(i)?;
+            all.tx.extend(one.tx);
+            all.rx.extend(one.rx);
+            all.children.extend(one.children);
+        }
+        Ok(all)
+    }
+
+    /// The ends of the first child (of the only one, for most alternatives).
+    pub fn first(&self) -> Res<(&Tx, &Rx)> {
+        Ok((
+            self.tx.first().ok_or("no child")?,
+            self.rx.first().ok_or("no child")?,
+        ))
+    }
+
+    /// Hangs up (drops the producer's ends) and waits for every child in order; the first
+    /// failure wins.
+    pub fn finish(self) -> Res<()> {
+        let Linked { tx, rx, children } = self;
+        drop((tx, rx));
+        let mut first = Ok(());
+        for c in children {
+            let r = c.finish();
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
 }
 
 /// Spawns `cmd` with `fds` inherited at fd 100, 101, ... (see the module docs).
@@ -144,11 +202,12 @@ pub fn inherited_fd(index: usize) -> Res<OwnedFd> {
     Ok(owned)
 }
 
-/// The ipc-channel endpoints a parent gets: send `Down`, receive `Up`.
-pub type IpcPair<Down, Up> = (Reaper, IpcSender<Down>, IpcReceiver<Up>);
-
-/// Starts a child in `role` connected with ipc-channel.
-pub fn ipc_spawn<Down, Up>(role: &str, size: usize, ack_every: usize) -> Res<IpcPair<Down, Up>>
+/// Starts a child in `role` connected with ipc-channel: send `Down`, receive `Up`.
+pub fn ipc_spawn<Down, Up>(
+    role: &str,
+    size: usize,
+    ack_every: usize,
+) -> Res<Linked<IpcSender<Down>, IpcReceiver<Up>>>
 where
     Down: Serialize + DeserializeOwned,
     Up: Serialize + DeserializeOwned,
@@ -156,7 +215,7 @@ where
     let (server, name) = IpcOneShotServer::<(IpcSender<Down>, IpcReceiver<Up>)>::new()?;
     let child = Reaper::new(self_command(role, size, ack_every, &name)?.spawn()?);
     let (_boot, (tx, rx)) = server.accept()?;
-    Ok((child, tx, rx))
+    Ok(Linked::new(child, tx, rx))
 }
 
 /// In a child started by [`ipc_spawn`]: connects back and returns its ends.
@@ -178,8 +237,32 @@ pub fn ours_spawn<Tx, Rx>(
     size: usize,
     ack_every: usize,
     extra: &str,
-) -> Res<(Reaper, memfile_ipc::Sender<Tx>, memfile_ipc::Receiver<Rx>)> {
+) -> Res<Linked<memfile_ipc::Sender<Tx>, memfile_ipc::Receiver<Rx>>> {
     let mut cmd = self_command(role, size, ack_every, extra)?;
     let (child, tx, rx) = memfile_ipc::spawn::<Tx, Rx>(&mut cmd)?;
-    Ok((Reaper::new(child.into_child()), tx, rx))
+    Ok(Linked::new(Reaper::new(child.into_child()), tx, rx))
+}
+
+/// Starts this binary in `role` with one end of a new `SOCK_SEQPACKET` pair (its fd 100).
+/// The producer's end is duplicated for the replies.
+pub fn raw_spawn(role: &str, size: usize, ack_every: usize) -> Res<Linked<SeqPacket, SeqPacket>> {
+    let (mine, theirs) = seqpacket_pair()?;
+    let child = spawn_with_fds(self_command(role, size, ack_every, "")?, &[&theirs])?;
+    let replies = mine.try_clone()?;
+    Ok(Linked::new(child, SeqPacket(mine), SeqPacket(replies)))
+}
+
+/// Starts this binary in `role` with one end of a new stream socket pair (its fd 100); the
+/// producer's end is cloned for the acks.
+pub fn stream_spawn(
+    role: &str,
+    size: usize,
+    ack_every: usize,
+    extra: &str,
+) -> Res<Linked<UnixStream, UnixStream>> {
+    let (mine, theirs) = UnixStream::pair()?;
+    let theirs = OwnedFd::from(theirs);
+    let child = spawn_with_fds(self_command(role, size, ack_every, extra)?, &[&theirs])?;
+    let acks = mine.try_clone()?;
+    Ok(Linked::new(child, mine, acks))
 }

@@ -2,7 +2,6 @@
 //! through stream sockets. Shared so that all alternatives pay exactly the same for it.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 
 /// Errors of the harness: anything goes, the message is what matters.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -54,13 +53,13 @@ pub fn check(what: &str, got: u64, want: u64) -> Res<()> {
 }
 
 /// Writes one `u64` (an acknowledgement) to a stream socket.
-pub fn write_u64(s: &mut UnixStream, v: u64) -> Res<()> {
+pub fn write_u64(s: &mut impl Write, v: u64) -> Res<()> {
     s.write_all(&v.to_le_bytes())?;
     Ok(())
 }
 
 /// Reads one `u64` from a stream socket; `None` at end of stream.
-pub fn read_u64(s: &mut UnixStream) -> Res<Option<u64>> {
+pub fn read_u64(s: &mut impl Read) -> Res<Option<u64>> {
     let mut b = [0u8; 8];
     match s.read_exact(&mut b) {
         Ok(()) => Ok(Some(u64::from_le_bytes(b))),
@@ -70,7 +69,7 @@ pub fn read_u64(s: &mut UnixStream) -> Res<Option<u64>> {
 }
 
 /// Reads exactly `buf.len()` bytes; `false` at a clean end of stream before the first byte.
-pub fn read_buf(s: &mut UnixStream, buf: &mut [u8]) -> Res<bool> {
+pub fn read_buf(s: &mut impl Read, buf: &mut [u8]) -> Res<bool> {
     let mut got = 0;
     while got < buf.len() {
         match s.read(&mut buf[got..]) {

@@ -27,7 +27,11 @@ fn build_with_returns_the_closures_value_and_the_filled_buffer() {
     assert_eq!(frozen.len(), 4096 * 3 + 5);
     assert_eq!(frozen.iter().map(|&b| u64::from(b)).sum::<u64>(), sum);
     assert_eq!(first, [0, 1, 2, 3]);
-    assert!(frozen.seals().contains(Seal::Write | Seal::Shrink | Seal::Grow));
+    assert!(
+        frozen
+            .seals()
+            .contains(Seal::Write | Seal::Shrink | Seal::Grow)
+    );
 }
 
 #[test]
@@ -72,7 +76,11 @@ fn try_build_with_returns_the_closures_error_and_closes_the_memfd() {
         Err::<u8, _>(FillError::BadInput(7))
     });
     assert_eq!(r.unwrap_err(), FillError::BadInput(7));
-    assert_eq!(open_fds(), before, "the memfd of a failed build must be closed");
+    assert_eq!(
+        open_fds(),
+        before,
+        "the memfd of a failed build must be closed"
+    );
 }
 
 #[test]

@@ -6,33 +6,19 @@ use memfile_ipc::Fd;
 use memmap2::Advice;
 
 use crate::cases::large::{build_tuned, socket_copy_to};
-use crate::cases::{Alt, Params, drive};
-use crate::proc::{finish_all, ours_spawn};
+use crate::cases::{Alt, Params, drive_linked};
+use crate::proc::{Linked, ours_spawn};
 use crate::work::{Res, fill};
 
 /// Consumers per buffer.
 pub const FAN: usize = 4;
 
 /// The alternatives, ours first.
-pub fn alts(variants: bool) -> Vec<Alt> {
-    let mut v = vec![
-        Alt {
-            name: "ours",
-            run: ours,
-        },
-        Alt {
-            name: "socket_copy",
-            run: socket_copy,
-        },
-    ];
-    if variants {
-        v.push(Alt {
-            name: "variant:madv_hugepage",
-            run: ours_hugepage,
-        });
-    }
-    v
-}
+pub const ALTS: &[Alt] = &[
+    Alt::new("ours", ours),
+    Alt::new("socket_copy", socket_copy),
+    Alt::new("variant:madv_hugepage", ours_hugepage),
+];
 
 /// One `Frozen` built per operation and sent to every consumer (each gets the same pages).
 fn ours(p: &Params) -> Res<f64> {
@@ -49,37 +35,16 @@ fn ours_hugepage(p: &Params) -> Res<f64> {
 }
 
 fn ours_with(p: &Params, mut make: impl FnMut(u8) -> Res<Frozen>) -> Res<f64> {
-    let mut children = Vec::new();
-    let mut txs = Vec::new();
-    let mut rxs = Vec::new();
-    for _ in 0..FAN {
-        let (c, tx, rx) = ours_spawn::<Fd<Frozen>, u64>("frozen.consume", p.size, 1, "")?;
-        children.push(c);
-        txs.push(tx);
-        rxs.push(rx);
-    }
-    let secs = drive(
-        p,
-        1,
-        FAN as u64,
-        |s| {
-            let f = Fd::new(make(s)?);
-            for tx in &txs {
-                tx.send(&f)?;
-            }
-            Ok(())
-        },
-        || {
-            let mut sum = 0u64;
-            for rx in &rxs {
-                sum = sum.wrapping_add(rx.recv()?);
-            }
-            Ok(sum)
-        },
-    )?;
-    drop((txs, rxs));
-    finish_all(children)?;
-    Ok(secs)
+    let links = Linked::spawn_n(FAN, |_| {
+        ours_spawn::<Fd<Frozen>, u64>("frozen.consume", p.size, 1, "")
+    })?;
+    drive_linked(p, 1, links, |txs, s| {
+        let f = Fd::new(make(s)?);
+        for tx in txs {
+            tx.send(&f)?;
+        }
+        Ok(())
+    })
 }
 
 fn socket_copy(p: &Params) -> Res<f64> {

@@ -3,76 +3,32 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::Instant;
 
 use ipc_channel::ipc::IpcSharedMemory;
 use memfile_core::{Frozen, MemFile, Seal};
 use memfile_ipc::Fd;
 use memmap2::{Advice, MmapOptions};
 
-use crate::cases::{Alt, Params, drive, seed};
-use crate::proc::{ipc_spawn, ours_spawn, self_command, spawn_with_fds};
-use crate::work::{Res, check, checksum, expected, fill, read_u64, warm_buffer};
+use crate::cases::{Alt, Params, drive_linked, seed, time_ops};
+use crate::proc::{Linked, ipc_spawn, ours_spawn, stream_spawn};
+use crate::work::{Res, check, checksum, expected, fill, warm_buffer};
 
 /// The alternatives, ours first.
-pub fn alts(variants: bool) -> Vec<Alt> {
-    let mut v = vec![
-        Alt {
-            name: "ours",
-            run: ours,
-        },
-        Alt {
-            name: "in_process",
-            run: in_process,
-        },
-        Alt {
-            name: "socket_copy",
-            run: socket_copy,
-        },
-        Alt {
-            name: "ipc_channel_shmem",
-            run: ipc_shmem,
-        },
-    ];
-    if variants {
-        v.extend([
-            Alt {
-                name: "variant:from_bytes",
-                run: ours_from_bytes,
-            },
-            Alt {
-                name: "variant:madv_hugepage",
-                run: ours_hugepage,
-            },
-            Alt {
-                name: "variant:populate_write",
-                run: ours_populate,
-            },
-            Alt {
-                name: "variant:fallocate",
-                run: ours_fallocate,
-            },
-        ]);
-    }
-    v
-}
+pub const ALTS: &[Alt] = &[
+    Alt::new("ours", ours),
+    Alt::new("in_process", in_process),
+    Alt::new("socket_copy", socket_copy),
+    Alt::new("ipc_channel_shmem", ipc_shmem),
+    Alt::new("variant:from_bytes", ours_from_bytes),
+    Alt::new("variant:madv_hugepage", ours_hugepage),
+    Alt::new("variant:populate_write", ours_populate),
+    Alt::new("variant:fallocate", ours_fallocate),
+];
 
 /// Runs the `Fd<Frozen>` producer `make` against one consumer.
-pub fn ours_with(p: &Params, mut make: impl FnMut(u8) -> std::io::Result<Frozen>) -> Res<f64> {
-    let (child, tx, rx) = ours_spawn::<Fd<Frozen>, u64>("frozen.consume", p.size, 1, "")?;
-    let secs = drive(
-        p,
-        1,
-        1,
-        |s| {
-            tx.send(&Fd::new(make(s)?))?;
-            Ok(())
-        },
-        || Ok(rx.recv()?),
-    )?;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+fn ours_with(p: &Params, mut make: impl FnMut(u8) -> std::io::Result<Frozen>) -> Res<f64> {
+    let links = ours_spawn::<Fd<Frozen>, u64>("frozen.consume", p.size, 1, "")?;
+    drive_linked(p, 1, links, |tx, s| Ok(tx[0].send(&Fd::new(make(s)?))?))
 }
 
 /// `Frozen::build`: the crate's way to fill a new buffer in place.
@@ -142,7 +98,7 @@ fn ours_fallocate(p: &Params) -> Res<f64> {
 /// The floor: fill and read a warm buffer in one process.
 fn in_process(p: &Params) -> Res<f64> {
     let mut buf = warm_buffer(p.size);
-    let mut op = |i: usize| -> Res<()> {
+    time_ops(p, |i| {
         let s = seed(i);
         fill(&mut buf, s);
         check(
@@ -150,44 +106,20 @@ fn in_process(p: &Params) -> Res<f64> {
             std::hint::black_box(checksum(&buf)),
             expected(p.size, s),
         )
-    };
-    for i in 0..p.warmup {
-        op(i)?;
-    }
-    let t = Instant::now();
-    for i in 0..p.iters {
-        op(i)?;
-    }
-    Ok(t.elapsed().as_secs_f64() / p.iters as f64)
+    })
 }
 
-/// Stream sockets to `n` consumers that each read into a warm buffer.
-pub fn stream_consumers(size: usize, n: usize) -> Res<(Vec<crate::proc::Reaper>, Vec<UnixStream>)> {
-    let mut children = Vec::new();
-    let mut socks = Vec::new();
-    for _ in 0..n {
-        let (a, b) = UnixStream::pair()?;
-        let b = std::os::fd::OwnedFd::from(b);
-        children.push(spawn_with_fds(
-            self_command("stream.consume", size, 1, "")?,
-            &[&b],
-        )?);
-        socks.push(a);
-    }
-    Ok((children, socks))
-}
-
-/// Fills a warm buffer and writes it to every socket (one thread per socket when several,
-/// so the consumers copy in parallel as they would with shared memory).
-pub fn stream_send(socks: &mut [UnixStream], buf: &[u8]) -> Res<()> {
+/// Writes `buf` to every socket (one thread per socket when several, so the consumers copy
+/// in parallel as they would with shared memory).
+fn stream_send(socks: &[UnixStream], buf: &[u8]) -> Res<()> {
     if let [one] = socks {
-        one.write_all(buf)?;
+        (&*one).write_all(buf)?;
         return Ok(());
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = socks
-            .iter_mut()
-            .map(|s| scope.spawn(move || s.write_all(buf)))
+            .iter()
+            .map(|s| scope.spawn(move || (&*s).write_all(buf)))
             .collect();
         for h in handles {
             h.join().map_err(|_| "writer thread panicked")??;
@@ -196,36 +128,15 @@ pub fn stream_send(socks: &mut [UnixStream], buf: &[u8]) -> Res<()> {
     })
 }
 
-/// Reads one ack from every socket and sums them.
-pub fn stream_acks(socks: &mut [UnixStream]) -> Res<u64> {
-    let mut sum = 0u64;
-    for s in socks {
-        sum = sum.wrapping_add(read_u64(s)?.ok_or("consumer hung up")?);
-    }
-    Ok(sum)
-}
-
-/// `socket_copy` to `n` consumers.
+/// `socket_copy` to `n` consumers: a warm buffer filled and written to each stream socket;
+/// each consumer reads it into a warm buffer of its own.
 pub fn socket_copy_to(p: &Params, n: usize) -> Res<f64> {
-    let (children, mut socks) = stream_consumers(p.size, n)?;
+    let links = Linked::spawn_n(n, |_| stream_spawn("stream.consume", p.size, 1, ""))?;
     let mut buf = warm_buffer(p.size);
-    let mut acks = socks
-        .iter()
-        .map(UnixStream::try_clone)
-        .collect::<Result<Vec<_>, _>>()?;
-    let secs = drive(
-        p,
-        1,
-        n as u64,
-        |s| {
-            fill(&mut buf, s);
-            stream_send(&mut socks, &buf)
-        },
-        || stream_acks(&mut acks),
-    )?;
-    drop((socks, acks));
-    crate::proc::finish_all(children)?;
-    Ok(secs)
+    drive_linked(p, 1, links, |socks, s| {
+        fill(&mut buf, s);
+        stream_send(socks, &buf)
+    })
 }
 
 fn socket_copy(p: &Params) -> Res<f64> {
@@ -233,20 +144,10 @@ fn socket_copy(p: &Params) -> Res<f64> {
 }
 
 fn ipc_shmem(p: &Params) -> Res<f64> {
-    let (child, tx, rx) = ipc_spawn::<IpcSharedMemory, u64>("shm.consume", p.size, 1)?;
+    let links = ipc_spawn::<IpcSharedMemory, u64>("shm.consume", p.size, 1)?;
     let mut src = warm_buffer(p.size);
-    let secs = drive(
-        p,
-        1,
-        1,
-        |s| {
-            fill(&mut src, s);
-            tx.send(IpcSharedMemory::from_bytes(&src))?;
-            Ok(())
-        },
-        || Ok(rx.recv()?),
-    )?;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+    drive_linked(p, 1, links, |tx, s| {
+        fill(&mut src, s);
+        Ok(tx[0].send(IpcSharedMemory::from_bytes(&src))?)
+    })
 }

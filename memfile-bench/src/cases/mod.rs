@@ -1,17 +1,25 @@
-//! The cases, and what their alternatives share: the timing driver and the consumer loops
-//! that run in children.
+//! The cases, and what their alternatives share: the timing driver, the producer's side of
+//! its connections to consumer children ([`drive_linked`]), and the consumer loop that runs
+//! in the children ([`consume`]).
+//!
+//! A case is a file here with `pub const ALTS: &[Alt]` (its alternatives, `ours` first;
+//! names starting `variant:` run only with `--variants`) and, if its children run code of
+//! their own, `pub const ROLES: &[Role]`, listed in [`ROLES`] below. `main.rs` says at which
+//! sizes it runs.
 
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipc_channel::ipc::IpcReceiver;
 use memfile_core::Frozen;
 use memfile_ipc::Fd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::proc::{ChildArgs, inherited_fd, ipc_child};
-use crate::work::{Res, check, checksum, expected, read_buf, warm_buffer, write_u64};
+use crate::proc::{ChildArgs, Linked, inherited_fd, ipc_child};
+use crate::syscalls::{SeqPacket, recv_packet};
+use crate::work::{Res, check, checksum, expected, read_buf, read_u64, warm_buffer, write_u64};
 
 pub mod fanout;
 pub mod frozen4k;
@@ -41,25 +49,76 @@ pub struct Alt {
     pub run: fn(&Params) -> Res<f64>,
 }
 
-/// Dispatches a child role to the case that owns it.
+impl Alt {
+    /// The alternative `name`, timed by `run`.
+    pub const fn new(name: &'static str, run: fn(&Params) -> Res<f64>) -> Alt {
+        Alt { name, run }
+    }
+
+    /// Another way to use memfile (`variant:...`), timed only with `--variants`.
+    pub fn is_variant(&self) -> bool {
+        self.name.starts_with("variant:")
+    }
+}
+
+/// What a child started as `__child ROLE ...` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    /// The role's name on the command line, e.g. `frozen.consume`.
+    pub name: &'static str,
+    /// The child's whole work.
+    pub run: fn(&ChildArgs) -> Res<()>,
+}
+
+impl Role {
+    /// The role `name`, running `run`.
+    pub const fn new(name: &'static str, run: fn(&ChildArgs) -> Res<()>) -> Role {
+        Role { name, run }
+    }
+}
+
+/// The consumers several cases use.
+const SHARED_ROLES: &[Role] = &[
+    Role::new("frozen.consume", |a| frozen_consume(a.ack_every)),
+    Role::new("shm.consume", |a| shm_consume(&a.extra, a.ack_every)),
+    Role::new("stream.consume", |a| stream_consume(a.size, a.ack_every)),
+];
+
+/// Every child role there is.
+const ROLES: &[&[Role]] = &[
+    SHARED_ROLES,
+    small::ROLES,
+    frozen4k::ROLES,
+    typed::ROLES,
+    pipeline::ROLES,
+];
+
+/// Runs the child role `a.role`.
 pub fn run_child(a: &ChildArgs) -> Res<()> {
-    let shared = match a.role.as_str() {
-        "frozen.consume" => Some(frozen_consume(a.ack_every)),
-        "shm.consume" => Some(shm_consume(&a.extra, a.ack_every)),
-        "stream.consume" => Some(stream_consume(a.size, a.ack_every)),
-        _ => None,
-    };
-    shared
-        .or_else(|| small::child(a))
-        .or_else(|| frozen4k::child(a))
-        .or_else(|| typed::child(a))
-        .or_else(|| pipeline::child(a))
-        .unwrap_or_else(|| Err(format!("unknown child role {:?}", a.role).into()))
+    let role = ROLES
+        .iter()
+        .flat_map(|roles| roles.iter())
+        .find(|r| r.name == a.role)
+        .ok_or_else(|| format!("unknown child role {:?}", a.role))?;
+    (role.run)(a)
 }
 
 /// The seed of operation `i` (never 0, so a zeroed page never passes for a filled one).
 pub fn seed(i: usize) -> u8 {
     (i % 251) as u8 + 1
+}
+
+/// Runs `op(i)` for `i` in `0..p.warmup` untimed, then in `0..p.iters` timed. Returns
+/// seconds per timed operation.
+pub fn time_ops(p: &Params, mut op: impl FnMut(usize) -> Res<()>) -> Res<f64> {
+    for i in 0..p.warmup {
+        op(i)?;
+    }
+    let t = Instant::now();
+    for i in 0..p.iters {
+        op(i)?;
+    }
+    Ok(t.elapsed().as_secs_f64() / p.iters as f64)
 }
 
 /// Runs `p.warmup` then `p.iters` operations: `send(seed)` produces and ships one buffer;
@@ -74,23 +133,98 @@ pub fn drive(
     mut ack: impl FnMut() -> Res<u64>,
 ) -> Res<f64> {
     ack()?;
-    let mut run = |ops: usize| -> Res<()> {
-        let mut want = 0u64;
-        for i in 0..ops {
-            let s = seed(i);
-            send(s)?;
-            want = want.wrapping_add(expected(p.size, s).wrapping_mul(fan));
-            if (i + 1) % ack_every == 0 {
-                check("consumer", ack()?, want)?;
-                want = 0;
-            }
+    let mut want = 0u64;
+    time_ops(p, |i| {
+        let s = seed(i);
+        send(s)?;
+        want = want.wrapping_add(expected(p.size, s).wrapping_mul(fan));
+        if (i + 1) % ack_every == 0 {
+            check("consumer", ack()?, want)?;
+            want = 0;
         }
         Ok(())
-    };
-    run(p.warmup)?;
-    let t = Instant::now();
-    run(p.iters)?;
-    Ok(t.elapsed().as_secs_f64() / p.iters as f64)
+    })
+}
+
+/// The producer's end that a consumer's acks (`u64` sums of checksums) arrive on.
+pub trait AckRx {
+    /// The next ack.
+    fn ack(&self) -> Res<u64>;
+}
+
+impl AckRx for memfile_ipc::Receiver<u64> {
+    fn ack(&self) -> Res<u64> {
+        Ok(self.recv()?)
+    }
+}
+
+impl AckRx for IpcReceiver<u64> {
+    fn ack(&self) -> Res<u64> {
+        Ok(self.recv()?)
+    }
+}
+
+impl AckRx for UnixStream {
+    fn ack(&self) -> Res<u64> {
+        read_u64(&mut &*self)?.ok_or_else(|| "consumer hung up".into())
+    }
+}
+
+impl AckRx for SeqPacket {
+    fn ack(&self) -> Res<u64> {
+        let mut buf = [0u8; 8];
+        match recv_packet(self.raw(), &mut buf)? {
+            8 => Ok(u64::from_le_bytes(buf)),
+            n => Err(format!("raw: an ack of {n} bytes, expected 8").into()),
+        }
+    }
+}
+
+/// [`drive`] against every consumer of `links`, each reading every buffer:
+/// `send(&links.tx, seed)` ships one operation to them, their acks are summed. Hangs up and
+/// waits for the children at the end.
+pub fn drive_linked<Tx, Rx: AckRx>(
+    p: &Params,
+    ack_every: usize,
+    links: Linked<Tx, Rx>,
+    mut send: impl FnMut(&[Tx], u8) -> Res<()>,
+) -> Res<f64> {
+    let fan = links.rx.len() as u64;
+    let secs = drive(
+        p,
+        ack_every,
+        fan,
+        |s| send(&links.tx, s),
+        || {
+            links
+                .rx
+                .iter()
+                .try_fold(0u64, |sum, rx| Ok(sum.wrapping_add(rx.ack()?)))
+        },
+    )?;
+    links.finish()?;
+    Ok(secs)
+}
+
+/// Child: the consumer loop of every alternative. Acks "ready" (0), then, after every
+/// `ack_every` operations, the sum of what `recv_one` returned for them, until `recv_one`
+/// returns `None` (the parent hung up).
+pub fn consume(
+    ack_every: usize,
+    mut recv_one: impl FnMut() -> Res<Option<u64>>,
+    mut ack: impl FnMut(u64) -> Res<()>,
+) -> Res<()> {
+    ack(0)?;
+    let (mut acc, mut n) = (0u64, 0usize);
+    while let Some(v) = recv_one()? {
+        acc = acc.wrapping_add(v);
+        n += 1;
+        if n == ack_every {
+            ack(acc)?;
+            (acc, n) = (0, 0);
+        }
+    }
+    Ok(())
 }
 
 /// Child: receives `Fd<Frozen>` messages over `memfile_ipc`, reads every byte, acks.
@@ -98,29 +232,21 @@ fn frozen_consume(ack_every: usize) -> Res<()> {
     ours_consume::<Fd<Frozen>>(ack_every, |f| Ok(checksum(&f)))
 }
 
-/// Child: a consumer loop over `memfile_ipc`: "ready", then an ack (summed `f` results)
-/// every `ack_every` messages, until the parent hangs up.
+/// Child: [`consume`] over `memfile_ipc`, `f` turning each message into its checksum.
 pub fn ours_consume<M: DeserializeOwned>(
     ack_every: usize,
     mut f: impl FnMut(M) -> Res<u64>,
 ) -> Res<()> {
     let (tx, rx) = memfile_ipc::from_parent::<u64, M>()?;
-    tx.send(&0)?;
-    let (mut acc, mut n) = (0u64, 0usize);
-    loop {
-        match rx.recv() {
-            Ok(m) => {
-                acc = acc.wrapping_add(f(m)?);
-                n += 1;
-                if n == ack_every {
-                    tx.send(&acc)?;
-                    (acc, n) = (0, 0);
-                }
-            }
-            Err(memfile_ipc::Error::Disconnected) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    consume(
+        ack_every,
+        || match rx.recv() {
+            Ok(m) => f(m).map(Some),
+            Err(memfile_ipc::Error::Disconnected) => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+        |v| Ok(tx.send(&v)?),
+    )
 }
 
 /// Child: receives `IpcSharedMemory` over ipc-channel, reads every byte, acks.
@@ -128,42 +254,31 @@ fn shm_consume(name: &str, ack_every: usize) -> Res<()> {
     ipc_consume::<ipc_channel::ipc::IpcSharedMemory>(name, ack_every, |m| Ok(checksum(&m)))
 }
 
-/// Child: the consumer loop of [`ours_consume`] over ipc-channel.
+/// Child: [`consume`] over ipc-channel (any receive error ends it: ipc-channel reports a
+/// hang-up as an error).
 pub fn ipc_consume<M: Serialize + DeserializeOwned>(
     name: &str,
     ack_every: usize,
     mut f: impl FnMut(M) -> Res<u64>,
 ) -> Res<()> {
     let (rx, tx) = ipc_child::<M, u64>(name)?;
-    tx.send(0)?;
-    let (mut acc, mut n) = (0u64, 0usize);
-    while let Ok(m) = rx.recv() {
-        acc = acc.wrapping_add(f(m)?);
-        n += 1;
-        if n == ack_every {
-            tx.send(acc)?;
-            (acc, n) = (0, 0);
-        }
-    }
-    Ok(())
+    consume(
+        ack_every,
+        || rx.recv().ok().map(&mut f).transpose(),
+        |v| Ok(tx.send(v)?),
+    )
 }
 
 /// Child: reads `size`-byte buffers from the stream socket at inherited fd 0 into a warm
 /// buffer, reads every byte, acks on the same socket.
 fn stream_consume(size: usize, ack_every: usize) -> Res<()> {
-    let mut s = UnixStream::from(inherited_fd(0)?);
+    let s = UnixStream::from(inherited_fd(0)?);
     let mut buf = warm_buffer(size);
-    write_u64(&mut s, 0)?;
-    let (mut acc, mut n) = (0u64, 0usize);
-    while read_buf(&mut s, &mut buf)? {
-        acc = acc.wrapping_add(checksum(&buf));
-        n += 1;
-        if n == ack_every {
-            write_u64(&mut s, acc)?;
-            (acc, n) = (0, 0);
-        }
-    }
-    Ok(())
+    consume(
+        ack_every,
+        || Ok(read_buf(&mut &s, &mut buf)?.then(|| checksum(&buf))),
+        |v| write_u64(&mut &s, v),
+    )
 }
 
 /// A message shared by reference: ipc-channel's `send` takes its message by value, and

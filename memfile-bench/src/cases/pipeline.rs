@@ -12,42 +12,25 @@ use serde::{Deserialize, Serialize};
 use memmap2::Advice;
 
 use crate::cases::large::build_tuned;
-use crate::cases::{Alt, Params, drive};
-use crate::proc::{ChildArgs, finish_all, inherited_fd, ours_spawn, self_command, spawn_with_fds};
-use crate::work::{Res, checksum, fill, read_buf, read_u64, warm_buffer, write_u64};
+use crate::cases::{Alt, Params, Role, drive, drive_linked};
+use crate::proc::{Linked, inherited_fd, ours_spawn, self_command, spawn_with_fds};
+use crate::work::{Res, checksum, fill, read_buf, warm_buffer, write_u64};
 
 /// Processes the buffer goes through (after the producer).
 pub const STAGES: usize = 3;
 
 /// The alternatives, ours first.
-pub fn alts(variants: bool) -> Vec<Alt> {
-    let mut v = vec![
-        Alt {
-            name: "ours",
-            run: ours,
-        },
-        Alt {
-            name: "socket_copy",
-            run: socket_copy,
-        },
-    ];
-    if variants {
-        v.push(Alt {
-            name: "variant:madv_hugepage",
-            run: ours_hugepage,
-        });
-    }
-    v
-}
+pub const ALTS: &[Alt] = &[
+    Alt::new("ours", ours),
+    Alt::new("socket_copy", socket_copy),
+    Alt::new("variant:madv_hugepage", ours_hugepage),
+];
 
-/// Child roles of this case.
-pub fn child(a: &ChildArgs) -> Option<Res<()>> {
-    match a.role.as_str() {
-        "pipe.ours" => Some(ours_stage()),
-        "pipe.stream" => Some(stream_stage(a.size, a.extra == "last")),
-        _ => None,
-    }
-}
+/// Child roles of this case: the stages.
+pub const ROLES: &[Role] = &[
+    Role::new("pipe.ours", |_| ours_stage()),
+    Role::new("pipe.stream", |a| stream_stage(a.size, a.extra == "last")),
+];
 
 /// What the producer sends a stage: first its links to its neighbours (channel ends
 /// travel inside the message), then, to the first stage, the buffers.
@@ -74,17 +57,11 @@ fn ours_hugepage(p: &Params) -> Res<f64> {
 }
 
 fn ours_with(p: &Params, mut make: impl FnMut(u8) -> Res<Frozen>) -> Res<f64> {
-    let mut children = Vec::new();
-    let mut txs = Vec::new();
-    let mut rxs = Vec::new();
-    for i in 0..STAGES {
-        let (c, tx, rx) = ours_spawn::<Stage, u64>("pipe.ours", p.size, 1, &i.to_string())?;
-        children.push(c);
-        txs.push(tx);
-        rxs.push(rx);
-    }
+    let links = Linked::spawn_n(STAGES, |i| {
+        ours_spawn::<Stage, u64>("pipe.ours", p.size, 1, &i.to_string())
+    })?;
     let mut prev = None;
-    for (i, tx) in txs.iter().enumerate() {
+    for (i, tx) in links.tx.iter().enumerate() {
         let (next, next_rx) = if i + 1 < STAGES {
             let (a, b) = memfile_ipc::channel::<Fd<Frozen>>()?;
             (Some(a), Some(b))
@@ -97,29 +74,25 @@ fn ours_with(p: &Params, mut make: impl FnMut(u8) -> Res<Frozen>) -> Res<f64> {
         })?;
         prev = next_rx;
     }
+    // Every stage says "ready"; then only the last one acks (it saw every buffer last).
     let mut ready = false;
     let secs = drive(
         p,
         1,
         1,
-        |s| {
-            let f = make(s)?;
-            txs[0].send(&Stage::Buf(Fd::new(f)))?;
-            Ok(())
-        },
+        |s| Ok(links.tx[0].send(&Stage::Buf(Fd::new(make(s)?)))?),
         || {
             if !ready {
                 ready = true;
-                for rx in &rxs {
+                for rx in &links.rx {
                     rx.recv()?;
                 }
                 return Ok(0);
             }
-            Ok(rxs[STAGES - 1].recv()?)
+            Ok(links.rx[STAGES - 1].recv()?)
         },
     )?;
-    drop((txs, rxs));
-    finish_all(children)?;
+    links.finish()?;
     Ok(secs)
 }
 
@@ -165,23 +138,14 @@ fn socket_copy(p: &Params) -> Res<f64> {
         children.push(spawn_with_fds(cmd, &[&input, &output])?);
     }
     let mut it = links.into_iter();
-    let (mut out, _) = it.next().ok_or("no first link")?;
-    let (_, mut ack) = it.last().ok_or("no last link")?;
+    let (out, _) = it.next().ok_or("no first link")?;
+    let (_, ack) = it.last().ok_or("no last link")?;
+    let chain = Linked::from_parts(children, vec![out], vec![ack]);
     let mut buf = warm_buffer(p.size);
-    let secs = drive(
-        p,
-        1,
-        1,
-        |s| {
-            fill(&mut buf, s);
-            out.write_all(&buf)?;
-            Ok(())
-        },
-        || read_u64(&mut ack)?.ok_or_else(|| "pipeline: last stage hung up".into()),
-    )?;
-    drop((out, ack));
-    finish_all(children)?;
-    Ok(secs)
+    drive_linked(p, 1, chain, |out, s| {
+        fill(&mut buf, s);
+        Ok((&out[0]).write_all(&buf)?)
+    })
 }
 
 fn stream_stage(size: usize, last: bool) -> Res<()> {

@@ -1,64 +1,54 @@
 //! `small_rtt`: a 64-byte typed message there and back.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair};
 use serde_bytes::ByteArray;
 
-use crate::cases::{Alt, Params};
-use crate::proc::spawn_with_fds;
-use crate::proc::{ChildArgs, inherited_fd, ipc_child, ipc_spawn, ours_spawn, self_command};
+use crate::cases::{Alt, Params, Role, time_ops};
+use crate::proc::{ChildArgs, Linked, inherited_fd, ipc_child, ipc_spawn, ours_spawn, raw_spawn};
+use crate::syscalls::{recv_packet, send_packet};
 use crate::work::Res;
 
 /// The message: 64 bytes as one byte string (what a small control message would be).
 type Small = ByteArray<64>;
 
 /// The alternatives, ours first.
-pub fn alts() -> Vec<Alt> {
-    vec![
-        Alt {
-            name: "ours",
-            run: ours,
-        },
-        Alt {
-            name: "raw_seqpacket",
-            run: raw,
-        },
-        Alt {
-            name: "ipc_channel",
-            run: ipc,
-        },
-    ]
-}
+pub const ALTS: &[Alt] = &[
+    Alt::new("ours", ours),
+    Alt::new("raw_seqpacket", raw),
+    Alt::new("ipc_channel", ipc),
+];
 
-/// Child roles of this case.
-pub fn child(a: &ChildArgs) -> Option<Res<()>> {
-    Some(match a.role.as_str() {
-        "small.ours" => ours_child(),
-        "small.raw" => raw_child(),
-        "small.ipc" => ipc_child_run(&a.extra),
-        _ => return None,
-    })
+/// Child roles of this case: each sends every message back.
+pub const ROLES: &[Role] = &[
+    Role::new("small.ours", |_| ours_child()),
+    Role::new("small.raw", |_| raw_child()),
+    Role::new("small.ipc", |a: &ChildArgs| ipc_child_run(&a.extra)),
+];
+
+/// Times `p` round trips, `round_trip(tx, rx)` each, against the one child of `links`.
+fn round_trips<Tx, Rx>(
+    p: &Params,
+    links: Linked<Tx, Rx>,
+    mut round_trip: impl FnMut(&Tx, &Rx) -> Res<()>,
+) -> Res<f64> {
+    let (tx, rx) = links.first()?;
+    let secs = time_ops(p, |_| round_trip(tx, rx))?;
+    links.finish()?;
+    Ok(secs)
 }
 
 fn ours(p: &Params) -> Res<f64> {
-    let (child, tx, rx) = ours_spawn::<Small, Small>("small.ours", 64, 1, "")?;
     let msg = ByteArray::new([7u8; 64]);
-    for _ in 0..p.warmup {
-        tx.send(&msg)?;
-        rx.recv()?;
-    }
-    let t = Instant::now();
-    for _ in 0..p.iters {
-        tx.send(&msg)?;
-        std::hint::black_box(rx.recv()?);
-    }
-    let secs = t.elapsed().as_secs_f64() / p.iters as f64;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+    round_trips(
+        p,
+        ours_spawn::<Small, Small>("small.ours", 64, 1, "")?,
+        |tx, rx| {
+            tx.send(&msg)?;
+            std::hint::black_box(rx.recv()?);
+            Ok(())
+        },
+    )
 }
 
 fn ours_child() -> Res<()> {
@@ -73,42 +63,15 @@ fn ours_child() -> Res<()> {
 }
 
 fn raw(p: &Params) -> Res<f64> {
-    let (a, b) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?;
-    let child = spawn_with_fds(self_command("small.raw", 64, 1, "")?, &[&b])?;
-    drop(b);
-    let fd = a.as_raw_fd();
     let msg = [7u8; 64];
     let mut buf = [0u8; 64];
-    let mut round_trip = || -> Res<()> {
-        sendmsg::<()>(fd, &[IoSlice::new(&msg)], &[], MsgFlags::empty(), None)?;
-        let n = recvmsg::<()>(
-            fd,
-            &mut [IoSliceMut::new(&mut buf)],
-            None,
-            MsgFlags::empty(),
-        )?
-        .bytes;
-        if n != 64 {
-            return Err(format!("raw_seqpacket: got {n} bytes back, expected 64").into());
+    round_trips(p, raw_spawn("small.raw", 64, 1)?, |tx, rx| {
+        send_packet(tx.raw(), &msg, &[])?;
+        match recv_packet(rx.raw(), &mut buf)? {
+            64 => Ok(()),
+            n => Err(format!("raw_seqpacket: got {n} bytes back, expected 64").into()),
         }
-        Ok(())
-    };
-    for _ in 0..p.warmup {
-        round_trip()?;
-    }
-    let t = Instant::now();
-    for _ in 0..p.iters {
-        round_trip()?;
-    }
-    let secs = t.elapsed().as_secs_f64() / p.iters as f64;
-    drop(a);
-    child.finish()?;
-    Ok(secs)
+    })
 }
 
 fn raw_child() -> Res<()> {
@@ -116,36 +79,25 @@ fn raw_child() -> Res<()> {
     let fd = s.as_raw_fd();
     let mut buf = [0u8; 64];
     loop {
-        let n = recvmsg::<()>(
-            fd,
-            &mut [IoSliceMut::new(&mut buf)],
-            None,
-            MsgFlags::empty(),
-        )?
-        .bytes;
+        let n = recv_packet(fd, &mut buf)?;
         if n == 0 {
             return Ok(());
         }
-        sendmsg::<()>(fd, &[IoSlice::new(&buf[..n])], &[], MsgFlags::empty(), None)?;
+        send_packet(fd, &buf[..n], &[])?;
     }
 }
 
 fn ipc(p: &Params) -> Res<f64> {
-    let (child, tx, rx) = ipc_spawn::<Small, Small>("small.ipc", 64, 1)?;
     let msg = ByteArray::new([7u8; 64]);
-    for _ in 0..p.warmup {
-        tx.send(msg)?;
-        rx.recv()?;
-    }
-    let t = Instant::now();
-    for _ in 0..p.iters {
-        tx.send(msg)?;
-        std::hint::black_box(rx.recv()?);
-    }
-    let secs = t.elapsed().as_secs_f64() / p.iters as f64;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+    round_trips(
+        p,
+        ipc_spawn::<Small, Small>("small.ipc", 64, 1)?,
+        |tx, rx| {
+            tx.send(msg)?;
+            std::hint::black_box(rx.recv()?);
+            Ok(())
+        },
+    )
 }
 
 fn ipc_child_run(name: &str) -> Res<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::cases::{Alt, Params, Shared, drive, ipc_consume, ours_consume};
+use crate::cases::{Alt, Params, Role, Shared, drive_linked, ipc_consume, ours_consume};
 use crate::proc::{ChildArgs, ipc_spawn, ours_spawn};
 use crate::work::{Res, checksum, fill};
 
@@ -33,71 +33,53 @@ trait Msg: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn data_mut(&mut self) -> &mut [u8];
 }
 
-impl Msg for VecMsg {
-    const KIND: &'static str = "vec";
-    fn new(data: Vec<u8>) -> Self {
-        VecMsg { id: 1, data }
-    }
-    fn data(&self) -> &[u8] {
-        &self.data
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.data
-    }
+/// Both message types have the fields `id` and `data`.
+macro_rules! impl_msg {
+    ($t:ident, $kind:literal) => {
+        impl Msg for $t {
+            const KIND: &'static str = $kind;
+            fn new(data: Vec<u8>) -> Self {
+                $t { id: 1, data }
+            }
+            fn data(&self) -> &[u8] {
+                &self.data
+            }
+            fn data_mut(&mut self) -> &mut [u8] {
+                &mut self.data
+            }
+        }
+    };
 }
 
-impl Msg for BytesMsg {
-    const KIND: &'static str = "bytes";
-    fn new(data: Vec<u8>) -> Self {
-        BytesMsg { id: 1, data }
-    }
-    fn data(&self) -> &[u8] {
-        &self.data
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.data
-    }
-}
+impl_msg!(VecMsg, "vec");
+impl_msg!(BytesMsg, "bytes");
 
 /// The `typed_vec` alternatives, ours first.
-pub fn vec_alts() -> Vec<Alt> {
-    vec![
-        Alt {
-            name: "ours",
-            run: ours::<VecMsg>,
-        },
-        Alt {
-            name: "ipc_channel",
-            run: ipc::<VecMsg>,
-        },
-    ]
-}
+pub const VEC_ALTS: &[Alt] = &[
+    Alt::new("ours", ours::<VecMsg>),
+    Alt::new("ipc_channel", ipc::<VecMsg>),
+];
 
 /// The `typed_bytes` alternatives, ours first.
-pub fn bytes_alts() -> Vec<Alt> {
-    vec![
-        Alt {
-            name: "ours",
-            run: ours::<BytesMsg>,
-        },
-        Alt {
-            name: "ipc_channel",
-            run: ipc::<BytesMsg>,
-        },
-    ]
+pub const BYTES_ALTS: &[Alt] = &[
+    Alt::new("ours", ours::<BytesMsg>),
+    Alt::new("ipc_channel", ipc::<BytesMsg>),
+];
+
+/// Child roles of these cases: consumers that read every byte of the field.
+pub const ROLES: &[Role] = &[
+    Role::new("typed.ours.vec", ours_child::<VecMsg>),
+    Role::new("typed.ours.bytes", ours_child::<BytesMsg>),
+    Role::new("typed.ipc.vec", ipc_child::<VecMsg>),
+    Role::new("typed.ipc.bytes", ipc_child::<BytesMsg>),
+];
+
+fn ours_child<M: Msg>(a: &ChildArgs) -> Res<()> {
+    ours_consume::<M>(a.ack_every, |m| Ok(checksum(m.data())))
 }
 
-/// Child roles of these cases.
-pub fn child(a: &ChildArgs) -> Option<Res<()>> {
-    Some(match a.role.as_str() {
-        "typed.ours.vec" => ours_consume::<VecMsg>(a.ack_every, |m| Ok(checksum(m.data()))),
-        "typed.ours.bytes" => ours_consume::<BytesMsg>(a.ack_every, |m| Ok(checksum(m.data()))),
-        "typed.ipc.vec" => ipc_consume::<VecMsg>(&a.extra, a.ack_every, |m| Ok(checksum(m.data()))),
-        "typed.ipc.bytes" => {
-            ipc_consume::<BytesMsg>(&a.extra, a.ack_every, |m| Ok(checksum(m.data())))
-        }
-        _ => return None,
-    })
+fn ipc_child<M: Msg>(a: &ChildArgs) -> Res<()> {
+    ipc_consume::<M>(&a.extra, a.ack_every, |m| Ok(checksum(m.data())))
 }
 
 fn role<M: Msg>(kind: &str) -> String {
@@ -106,41 +88,21 @@ fn role<M: Msg>(kind: &str) -> String {
 
 /// The message is built once (filled again per send) and sent by reference.
 fn ours<M: Msg>(p: &Params) -> Res<f64> {
-    let (child, tx, rx) = ours_spawn::<M, u64>(&role::<M>("ours"), p.size, 1, "")?;
+    let links = ours_spawn::<M, u64>(&role::<M>("ours"), p.size, 1, "")?;
     let mut msg = M::new(vec![0u8; p.size]);
-    let secs = drive(
-        p,
-        1,
-        1,
-        |s| {
-            fill(msg.data_mut(), s);
-            tx.send(&msg)?;
-            Ok(())
-        },
-        || Ok(rx.recv()?),
-    )?;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+    drive_linked(p, 1, links, |tx, s| {
+        fill(msg.data_mut(), s);
+        Ok(tx[0].send(&msg)?)
+    })
 }
 
 /// ipc-channel's typed send of the same message (shared, not cloned, per send).
 fn ipc<M: Msg>(p: &Params) -> Res<f64> {
-    let (child, tx, rx) = ipc_spawn::<Shared<M>, u64>(&role::<M>("ipc"), p.size, 1)?;
+    let links = ipc_spawn::<Shared<M>, u64>(&role::<M>("ipc"), p.size, 1)?;
     let mut msg = Arc::new(M::new(vec![0u8; p.size]));
-    let secs = drive(
-        p,
-        1,
-        1,
-        |s| {
-            let m = Arc::get_mut(&mut msg).ok_or("message still shared")?;
-            fill(m.data_mut(), s);
-            tx.send(Shared(msg.clone()))?;
-            Ok(())
-        },
-        || Ok(rx.recv()?),
-    )?;
-    drop((tx, rx));
-    child.finish()?;
-    Ok(secs)
+    drive_linked(p, 1, links, |tx, s| {
+        let m = Arc::get_mut(&mut msg).ok_or("message still shared")?;
+        fill(m.data_mut(), s);
+        Ok(tx[0].send(Shared(msg.clone()))?)
+    })
 }
