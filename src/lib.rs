@@ -47,6 +47,18 @@
 //! # }
 //! ```
 //!
+//! Why that is sound (mapping a file is `unsafe` elsewhere because the file may change
+//! or shrink underneath): a [`Frozen`] exists only for a memfd whose seals include `Write`
+//! and `Shrink`, which the kernel enforces for every process and descriptor and never
+//! lifts; its page says more, `docs/safety.md` says all.
+//!
+//! # Platforms
+//!
+//! Linux (`FutureWrite` needs 5.1, the `Exec` seal 6.3; older kernels fall back). The
+//! `memfile-core` crate alone also builds for Android and for FreeBSD (there without
+//! `FutureWrite` and `Exec`, hence without [`LiveWriter`]/[`LiveView`]); `memfile::ipc` uses
+//! Linux's `SO_PEERCRED`. Rust 1.85 or newer.
+//!
 //! # Feature flags
 //!
 //! - `bytes`: `Frozen` converts into `bytes::Bytes` without copying.
