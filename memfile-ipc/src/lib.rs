@@ -98,7 +98,11 @@ pub use channel::{
     IntoIter, Iter, Receiver, Sender, channel, connect, connect_abstract, from_parent, spawn,
 };
 mod connect;
-pub use connect::{connect_abstract_with_policy, connect_with_policy};
+pub use connect::{connect_abstract_with_policy, connect_with_policy, retry_connect};
+mod accept;
+pub use accept::Incoming;
+pub mod select;
+pub use select::ReceiverSet;
 pub use fd::Fd;
 pub use limits::Limits;
 
