@@ -867,8 +867,8 @@ pub(crate) fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
     (Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
 }
 
-/// Connects to a [`Listener`](crate::Listener) bound to a filesystem path; returns a duplex pair of endpoints
-/// over the one connection: send `Tx`, receive `Rx`.
+/// Connects to a [`Listener`](crate::Listener) bound to a filesystem path; returns a duplex
+/// pair of endpoints over the one connection: send `Tx`, receive `Rx`.
 ///
 /// The socket closes when both endpoints (and their clones) are dropped.
 ///
@@ -905,7 +905,8 @@ pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<R
 }
 
 /// Connects to a [`Listener`](crate::Listener) bound to a Linux abstract socket name (see
-/// [`Listener::bind_abstract`](crate::Listener::bind_abstract)); returns a duplex pair of endpoints, as [`connect`].
+/// [`Listener::bind_abstract`](crate::Listener::bind_abstract)); returns a duplex pair of
+/// endpoints, as [`connect`].
 ///
 /// This does **not** authenticate the server, and any local process can bind an abstract
 /// name first: prefer [`connect_abstract_with_policy`](crate::connect_abstract_with_policy)

@@ -102,9 +102,9 @@ pub use connect::{connect_abstract_with_policy, connect_with_policy, retry_conne
 mod accept;
 pub use accept::Incoming;
 pub mod select;
-pub use select::ReceiverSet;
 pub use fd::Fd;
 pub use limits::Limits;
+pub use select::ReceiverSet;
 
 // --- async endpoints (feature `tokio`) ---
 #[cfg(feature = "tokio")]

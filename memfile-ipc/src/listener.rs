@@ -474,11 +474,7 @@ impl Listener {
     }
 
     /// One `accept4`, waiting for a pending connection as `deadline`/`nonblocking` say.
-    fn accept_one(
-        &self,
-        deadline: Option<Option<Instant>>,
-        nonblocking: bool,
-    ) -> Result<OwnedFd> {
+    fn accept_one(&self, deadline: Option<Option<Instant>>, nonblocking: bool) -> Result<OwnedFd> {
         let raw = self.fd.as_raw_fd();
         loop {
             match accept4(&self.fd, SockFlag::SOCK_CLOEXEC) {

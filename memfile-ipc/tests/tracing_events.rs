@@ -119,6 +119,7 @@ fn accepted_and_refused_peers_are_reported() {
         let _client = connect_abstract::<u8, u8>(&name).unwrap();
         listener.accept::<u8, u8>().unwrap();
         listener.set_credential_policy(CredentialPolicy::Uids(vec![]));
+        listener.set_report_refusals(true);
         let _client = connect_abstract::<u8, u8>(&name).unwrap();
         let e = listener.accept::<u8, u8>().unwrap_err();
         assert!(matches!(e, Error::PeerRejected { .. }));
