@@ -6,6 +6,7 @@
 //! so that the server check lives next to nothing else: the raw check is in `listener.rs`,
 //! this file only wraps the checked socket into typed endpoints.
 
+use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,7 @@ pub fn retry_connect<T>(timeout: Duration, mut connect: impl FnMut() -> Result<T
 
 /// `ENOENT` (no socket file yet) or `ECONNREFUSED` (nobody listening yet).
 fn not_there_yet(error: &Error) -> bool {
+    // By kind, not by number: the connect functions attach the path to the OS error.
     matches!(error, Error::Io { source, .. }
-        if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)))
+        if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
 }
