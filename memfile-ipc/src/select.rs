@@ -61,6 +61,10 @@ trait Source<M>: Send {
     fn step(&mut self) -> Result<M>;
     /// The source ends when this error comes (a receiver's), or never (a listener's).
     fn ends_on(&self, error: &Error) -> bool;
+    /// The listener, for a listener source.
+    fn listener(&mut self) -> Option<&mut Listener> {
+        None
+    }
 }
 
 struct ReceiverSource<T, F> {
@@ -108,6 +112,10 @@ where
 
     fn ends_on(&self, _: &Error) -> bool {
         false
+    }
+
+    fn listener(&mut self) -> Option<&mut Listener> {
+        Some(&mut self.listener)
     }
 }
 
@@ -278,6 +286,13 @@ impl<M> ReceiverSet<M> {
             self.index.insert(moved.key, at);
         }
         true
+    }
+
+    /// The listener added as `key` (for its [`refused_count`](Listener::refused_count), or
+    /// to change its policy); `None` if `key` is not a listener of this set.
+    pub fn listener_mut(&mut self, key: Key) -> Option<&mut Listener> {
+        let at = *self.index.get(&key)?;
+        self.entries[at].source.listener()
     }
 
     /// Whether `key` is in the set.
