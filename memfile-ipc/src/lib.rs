@@ -6,7 +6,10 @@
 //! - [`channel`] makes a connected [`Sender`]/[`Receiver`] pair; [`spawn`] starts a child
 //!   process connected to this one ([`from_parent`] in the child); [`Listener`] and
 //!   [`connect`] connect unrelated processes by a path or abstract name
-//!   ([`connect_with_policy`] also checks who the server is).
+//!   ([`connect_with_policy`] also checks who the server is; [`retry_connect`] waits for a
+//!   server that is still starting). A refused peer never ends an accept:
+//!   [`Listener::incoming`] loops keep going. [`ReceiverSet`] serves many receivers and
+//!   listeners on one thread.
 //! - A message is any `serde` type. Its big parts go as fds, not bytes: a field of type
 //!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile_ipc::fd")]`) travels
 //!   as a sealed memfd that the receiver maps read-only, verified immutable before the
