@@ -131,15 +131,15 @@ impl Listener {
     /// let server = std::thread::spawn(move || -> memfile_ipc::Result<()> {
     ///     for connection in listener.incoming::<String, String>().take(3) {
     ///         let (tx, rx, peer) = connection?;
-    ///         let name = rx.recv()?;
-    ///         tx.send(&format!("hello {name}, pid {}", peer.pid))?;
+    ///         let who = rx.recv()?;
+    ///         tx.send(&format!("hello {who}, pid {}", peer.pid))?;
     ///     }
     ///     Ok(())
     /// });
-    /// for name in ["a", "b", "c"] {
+    /// for who in ["a", "b", "c"] {
     ///     let (tx, rx) = connect_abstract::<String, String>(&name)?;
-    ///     tx.send(&name.to_owned())?;
-    ///     assert!(rx.recv()?.starts_with(&format!("hello {name}")));
+    ///     tx.send(&who.to_owned())?;
+    ///     assert!(rx.recv()?.starts_with(&format!("hello {who}")));
     /// }
     /// server.join().unwrap()?;
     /// # Ok::<(), memfile_ipc::Error>(())
