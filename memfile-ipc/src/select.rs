@@ -43,7 +43,9 @@ pub enum Event<M> {
     /// [`Error::Codec`], a limit, ...; see [`Receiver::recv`]), or a listener's accept
     /// failed ([`Error::Io`], e.g. `EMFILE`; or [`Error::PeerRejected`] when the listener
     /// [reports refusals](Listener::report_refusals)). The source stays in the set and
-    /// will deliver its next message or connection.
+    /// will deliver its next message or connection. (A listener out of fds, `EMFILE`,
+    /// stays ready and reports this on every wait until an fd is freed: drop a client, or
+    /// [`remove`](ReceiverSet::remove) the listener for a while.)
     Error(Key, Error),
     /// The source is gone and has been **removed** from the set; this is reported once
     /// per source. The error says why: [`Error::Disconnected`] when the receiver's peer
