@@ -16,6 +16,7 @@
 //! which is small next to a message's own cost for sets of up to a few thousand sources.
 //! (nix's `poll` is used; nothing here is hand-written below it.)
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -67,6 +68,10 @@ trait Source<M>: Send {
     fn listener(&mut self) -> Option<&mut Listener> {
         None
     }
+    /// The type of what [`into_any`](Self::into_any) returns.
+    fn inner_type(&self) -> TypeId;
+    /// The receiver or listener, to be downcast.
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
 struct ReceiverSource<T, F> {
@@ -76,7 +81,7 @@ struct ReceiverSource<T, F> {
 
 impl<T, M, F> Source<M> for ReceiverSource<T, F>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + 'static,
     F: FnMut(T) -> M + Send,
 {
     fn fd(&self) -> BorrowedFd<'_> {
@@ -91,6 +96,14 @@ where
         // As `Receiver::iter`: the end of the connection, or a socket that itself failed.
         matches!(error, Error::Disconnected | Error::Io { .. })
     }
+
+    fn inner_type(&self) -> TypeId {
+        TypeId::of::<Receiver<T>>()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(self.receiver)
+    }
 }
 
 struct ListenerSource<Tx, Rx, F> {
@@ -101,6 +114,8 @@ struct ListenerSource<Tx, Rx, F> {
 
 impl<Tx, Rx, M, F> Source<M> for ListenerSource<Tx, Rx, F>
 where
+    Tx: 'static,
+    Rx: 'static,
     F: FnMut(Sender<Tx>, Receiver<Rx>, Credentials) -> M + Send,
 {
     fn fd(&self) -> BorrowedFd<'_> {
@@ -118,6 +133,14 @@ where
 
     fn listener(&mut self) -> Option<&mut Listener> {
         Some(&mut self.listener)
+    }
+
+    fn inner_type(&self) -> TypeId {
+        TypeId::of::<Listener>()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        Box::new(self.listener)
     }
 }
 
@@ -275,19 +298,59 @@ impl<M> ReceiverSet<M> {
     }
 
     /// Removes (and drops) the source `key`; `false` if it is not in the set (removed
-    /// before, or reported [closed](Event::Closed)).
+    /// before, or reported [closed](Event::Closed)). To get the source back instead, see
+    /// [`take_receiver`](Self::take_receiver) and [`take_listener`](Self::take_listener).
     ///
     /// Dropping a receiver closes its socket only when no [`Sender`] shares it: to hang up
     /// on a client, drop its sender too.
     pub fn remove(&mut self, key: Key) -> bool {
-        let Some(at) = self.index.remove(&key) else {
-            return false;
-        };
-        self.entries.swap_remove(at);
+        self.take(key).is_some()
+    }
+
+    fn take(&mut self, key: Key) -> Option<Box<dyn Source<M>>> {
+        let at = self.index.remove(&key)?;
+        let entry = self.entries.swap_remove(at);
         if let Some(moved) = self.entries.get(at) {
             self.index.insert(moved.key, at);
         }
-        true
+        Some(entry.source)
+    }
+
+    /// Removes the receiver `key` and gives it back (to hand the connection to another
+    /// thread, say); `None`, leaving the set as it was, if `key` is not a `Receiver<T>`
+    /// of this set.
+    ///
+    /// ```
+    /// use memfile_ipc::{channel, ReceiverSet};
+    ///
+    /// let (tx, rx) = channel::<u32>()?;
+    /// let mut set = ReceiverSet::new();
+    /// let key = set.add(rx, |n| n);
+    /// assert!(set.take_receiver::<String>(key).is_none()); // not a Receiver<String>
+    /// let rx = set.take_receiver::<u32>(key).expect("a Receiver<u32>");
+    /// assert!(set.is_empty());
+    /// tx.send(&5)?;
+    /// assert_eq!(rx.recv()?, 5);
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    pub fn take_receiver<T: 'static>(&mut self, key: Key) -> Option<Receiver<T>> {
+        self.take_as::<Receiver<T>>(key)
+    }
+
+    /// Removes the listener `key` and gives it back; `None`, leaving the set as it was,
+    /// if `key` is not a listener of this set.
+    pub fn take_listener(&mut self, key: Key) -> Option<Listener> {
+        self.take_as::<Listener>(key)
+    }
+
+    fn take_as<S: 'static>(&mut self, key: Key) -> Option<S> {
+        let at = *self.index.get(&key)?;
+        if self.entries[at].source.inner_type() != TypeId::of::<S>() {
+            return None;
+        }
+        let any = self.take(key)?.into_any();
+        // Cannot fail: the type was checked above.
+        any.downcast::<S>().ok().map(|s| *s)
     }
 
     /// The listener added as `key` (for its [`refused_count`](Listener::refused_count), or

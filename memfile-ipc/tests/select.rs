@@ -378,3 +378,30 @@ fn a_message_taken_elsewhere_is_not_waited_for() {
     a_tx.send(&3).unwrap();
     assert!(matches!(next(&mut set), Event::Message(k, 3) if k == a));
 }
+
+/// Sources can be taken back out of the set, typed; a wrong type leaves the set as it was.
+#[test]
+fn sources_can_be_taken_back() {
+    let name = unique_name("take");
+    let (tx, rx) = channel::<u32>().unwrap();
+    let mut set: ReceiverSet<u32> = ReceiverSet::new();
+    let r = set.add(rx, |n| n);
+    let l = set.add_listener(
+        Listener::bind_abstract(&name).unwrap(),
+        |_: Sender<()>, _: Receiver<()>, _| 0,
+    );
+    assert!(set.take_listener(r).is_none());
+    assert!(set.take_receiver::<u32>(l).is_none());
+    assert!(set.take_receiver::<u64>(r).is_none());
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.listener_mut(l).unwrap().refused_count(), 0);
+    assert!(set.listener_mut(r).is_none());
+
+    let listener = set.take_listener(l).unwrap();
+    let _client = connect_abstract::<(), ()>(&name).unwrap();
+    assert!(listener.accept_timeout::<(), ()>(LONG).is_ok());
+    let rx = set.take_receiver::<u32>(r).unwrap();
+    assert!(set.is_empty());
+    tx.send(&9).unwrap();
+    assert_eq!(rx.recv().unwrap(), 9);
+}
