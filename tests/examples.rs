@@ -127,3 +127,13 @@ fn live_view_follows_updates_read_only() {
         "{out}"
     );
 }
+
+#[test]
+fn server_serves_many_clients_on_one_thread() {
+    let out = run("server", &["--clients", "5", "--requests", "20"]);
+    assert_eq!(out.matches("connected").count(), 5, "{out}");
+    assert!(
+        out.contains("ok: 5 clients, 100 requests served by one thread; 0 peers refused"),
+        "{out}"
+    );
+}

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::fd::{self, DecodeScope, EncodeScope};
-use crate::listener::{Listener, connect_abstract_raw, connect_raw};
+use crate::listener::{connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
 use crate::trace;
@@ -867,8 +867,8 @@ pub(crate) fn duplex<Tx, Rx>(socket: RawSocket) -> (Sender<Tx>, Receiver<Rx>) {
     (Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
 }
 
-/// Connects to a [`Listener`] bound to a filesystem path; returns a duplex pair of endpoints
-/// over the one connection: send `Tx`, receive `Rx`.
+/// Connects to a [`Listener`](crate::Listener) bound to a filesystem path; returns a duplex
+/// pair of endpoints over the one connection: send `Tx`, receive `Rx`.
 ///
 /// The socket closes when both endpoints (and their clones) are dropped.
 ///
@@ -904,8 +904,9 @@ pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<R
     Ok(duplex(connect_raw(path)?))
 }
 
-/// Connects to a [`Listener`] bound to a Linux abstract socket name (see
-/// [`Listener::bind_abstract`]); returns a duplex pair of endpoints, as [`connect`].
+/// Connects to a [`Listener`](crate::Listener) bound to a Linux abstract socket name (see
+/// [`Listener::bind_abstract`](crate::Listener::bind_abstract)); returns a duplex pair of
+/// endpoints, as [`connect`].
 ///
 /// This does **not** authenticate the server, and any local process can bind an abstract
 /// name first: prefer [`connect_abstract_with_policy`](crate::connect_abstract_with_policy)
@@ -916,41 +917,6 @@ pub fn connect<Tx, Rx>(path: impl AsRef<Path>) -> Result<(Sender<Tx>, Receiver<R
 /// [`Error::Io`] when `socket` or `connect` fails (e.g. `ECONNREFUSED`: nobody listening).
 pub fn connect_abstract<Tx, Rx>(name: impl AsRef<[u8]>) -> Result<(Sender<Tx>, Receiver<Rx>)> {
     Ok(duplex(connect_abstract_raw(name)?))
-}
-
-/// Typed accepting.
-impl Listener {
-    /// Waits for a connection whose peer passes the credential policy; returns a duplex pair
-    /// of endpoints over it: send `Tx`, receive `Rx`. The peer's credentials are available
-    /// from either endpoint ([`Sender::peer_credentials`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::PeerRejected`] when the peer's credentials are refused (its connection is
-    /// closed; the listener stays usable); [`Error::Io`] when `accept` fails.
-    pub fn accept<Tx, Rx>(&self) -> Result<(Sender<Tx>, Receiver<Rx>)> {
-        Ok(duplex(self.accept_raw()?.0))
-    }
-
-    /// Like [`accept`](Self::accept), without waiting.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::WouldBlock`] when no connection is pending; otherwise as
-    /// [`accept`](Self::accept).
-    pub fn try_accept<Tx, Rx>(&self) -> Result<(Sender<Tx>, Receiver<Rx>)> {
-        Ok(duplex(self.try_accept_raw()?.0))
-    }
-
-    /// Like [`accept`](Self::accept), waiting at most `timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Timeout`] when no connection came in time; otherwise as
-    /// [`accept`](Self::accept).
-    pub fn accept_timeout<Tx, Rx>(&self, timeout: Duration) -> Result<(Sender<Tx>, Receiver<Rx>)> {
-        Ok(duplex(self.accept_raw_timeout(timeout)?.0))
-    }
 }
 
 /// Starts `cmd` as a child process connected to this one; returns the child and a duplex pair

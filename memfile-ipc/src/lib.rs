@@ -9,7 +9,10 @@
 //! - [`channel`] makes a connected [`Sender`]/[`Receiver`] pair; [`spawn`] starts a child
 //!   process connected to this one ([`from_parent`] in the child); [`Listener`] and
 //!   [`connect`] connect unrelated processes by a path or abstract name
-//!   ([`connect_with_policy`] also checks who the server is).
+//!   ([`connect_with_policy`] also checks who the server is; [`retry_connect`] waits for a
+//!   server that is still starting). A refused peer never ends an accept:
+//!   [`Listener::incoming`] loops keep going. [`ReceiverSet`] serves many receivers and
+//!   listeners on one thread.
 //! - A message is any `serde` type. Its big parts go as fds, not bytes: a field of type
 //!   [`Fd<Frozen>`](Fd) (or a bare `Frozen` with `#[serde(with = "memfile::ipc::fd")]`) travels
 //!   as a sealed memfd that the receiver maps read-only, verified immutable before the
@@ -103,9 +106,13 @@ pub use channel::{
     IntoIter, Iter, Receiver, Sender, channel, connect, connect_abstract, from_parent, spawn,
 };
 mod connect;
-pub use connect::{connect_abstract_with_policy, connect_with_policy};
+pub use connect::{connect_abstract_with_policy, connect_with_policy, retry_connect};
+mod accept;
+pub use accept::Incoming;
+pub mod select;
 pub use fd::Fd;
 pub use limits::Limits;
+pub use select::ReceiverSet;
 
 // Async endpoints (feature `tokio`).
 #[cfg(feature = "tokio")]

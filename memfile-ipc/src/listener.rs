@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -52,18 +53,33 @@ enum Name {
 /// ([`bind_abstract`](Self::bind_abstract)); peers reach it with [`connect_raw`] or
 /// [`connect_abstract_raw`] (or the typed `connect`), or, to check who is listening
 /// before sending anything, with [`connect_raw_with_policy`] and
-/// [`connect_abstract_raw_with_policy`] (typed: `connect_with_policy`). Each accepted
-/// connection's
-/// `SO_PEERCRED` is checked against the [`CredentialPolicy`] (default:
-/// [`SameUid`](CredentialPolicy::SameUid)); a refused peer is disconnected and reported
-/// as [`Error::PeerRejected`], and the listener stays usable.
+/// [`connect_abstract_raw_with_policy`] (typed: `connect_with_policy`). Clients started
+/// at the same time as the server wait for it with
+/// [`retry_connect`](crate::retry_connect). `bind` returns once the socket listens: from
+/// then on `connect` succeeds (and waits in the backlog until an `accept` takes it).
+///
+/// Each accepted connection's `SO_PEERCRED` is checked against the [`CredentialPolicy`]
+/// (default: [`SameUid`](CredentialPolicy::SameUid)). A **refused peer does not end an
+/// accept**: its connection is closed (the peer sees [`Error::Disconnected`]), the
+/// refusal is traced (feature `tracing`, a `warn` event) and counted
+/// ([`refused_count`](Self::refused_count)), and the call goes on waiting for the next
+/// peer, so that no local process can stop a server loop by connecting once. A caller
+/// that wants to see each refusal sets [`report_refusals`](Self::report_refusals): every
+/// form of accept then returns [`Error::PeerRejected`] for it instead.
+///
+/// The accept forms, typed and raw, blocking and async, all follow this rule:
+/// `accept` waits past refused peers; `accept_timeout` waits past them until its
+/// deadline, then returns [`Error::Timeout`]; `try_accept` returns
+/// [`Error::WouldBlock`] when only refused peers were pending (having closed them);
+/// [`incoming`](Self::incoming) yields only admitted peers.
 ///
 /// Dropping a path listener removes its socket file.
 ///
 /// # Examples
 ///
-/// A server thread answering two clients; the clients check that the server runs as our
-/// own user before sending anything ([`connect_with_policy`](crate::connect_with_policy)):
+/// A server thread answering clients in a loop that no refused peer can end; the clients
+/// check that the server runs as our own user before sending anything
+/// ([`connect_with_policy`](crate::connect_with_policy)):
 ///
 /// ```
 /// use memfile::ipc::{CredentialPolicy, Listener, connect_with_policy};
@@ -74,14 +90,15 @@ enum Name {
 /// let listener = Listener::bind(&path)?; // mode 0600; peers must have our uid (SameUid)
 ///
 /// let server = std::thread::spawn(move || -> memfile::ipc::Result<()> {
-///     for _ in 0..2 {
-///         // Send `usize`, receive `String`.
-///         let (tx, rx) = listener.accept::<usize, String>()?;
-///         let client = tx.peer_credentials()?; // who connected (SO_PEERCRED)
+///     // Send `usize`, receive `String`. Refused peers never show up here: they are
+///     // closed, traced and counted, and the loop goes on.
+///     for connection in listener.incoming::<usize, String>().take(2) {
+///         let (tx, rx, client) = connection?; // `client`: who connected (SO_PEERCRED)
 ///         assert_eq!(client.pid, std::process::id() as i32);
 ///         let request = rx.recv()?;
 ///         tx.send(&request.len())?;
 ///     }
+///     assert_eq!(listener.refused_count(), 0);
 ///     Ok(()) // the listener is dropped here and removes the socket file
 /// });
 ///
@@ -102,6 +119,10 @@ pub struct Listener {
     fd: OwnedFd,
     name: Name,
     policy: CredentialPolicy,
+    /// Return refused peers as [`Error::PeerRejected`] instead of waiting on.
+    report_refusals: bool,
+    /// Peers refused so far (shared by every thread accepting on this listener).
+    refused: AtomicU64,
 }
 
 /// Attaches the path to an OS error, so that "No such file or directory" says which.
@@ -157,6 +178,13 @@ impl Listener {
     /// file with the socket inode's mode (minus the umask), so the file never exists with
     /// a more permissive mode, and neither the process-wide umask nor a rename dance is
     /// needed. The mode is checked after `bind` all the same.
+    ///
+    /// **Ready when it returns**: `bind` calls `listen` before returning, so a `connect`
+    /// made after `bind` returned (from this process, or from one it signals) succeeds at
+    /// once, even before the first `accept`: the connection waits in the backlog. A server
+    /// may announce readiness (print a line, write a pid file, fork its clients) right
+    /// after `bind`. Clients that may start first use
+    /// [`retry_connect`](crate::retry_connect).
     ///
     /// If a socket file is already there and connecting to it is refused (its listener is
     /// gone: a stale file from a process that died), it is removed and the bind retried.
@@ -217,6 +245,8 @@ impl Listener {
                 id: (meta.dev(), meta.ino()),
             },
             policy: CredentialPolicy::default(),
+            report_refusals: false,
+            refused: AtomicU64::new(0),
         };
         if meta.mode() & 0o077 != 0 {
             return Err(path_err(
@@ -246,6 +276,9 @@ impl Listener {
     /// protection, so think twice before setting [`AnyUid`](CredentialPolicy::AnyUid). The
     /// name disappears when the listener is dropped; there is no stale-file problem.
     ///
+    /// Like [`bind`](Self::bind), it returns once the socket listens: `connect` succeeds
+    /// from then on.
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] naming the abstract name when it is in use (`EADDRINUSE`), too long,
@@ -261,6 +294,8 @@ impl Listener {
             fd,
             name: Name::Abstract(name.to_owned()),
             policy: CredentialPolicy::default(),
+            report_refusals: false,
+            refused: AtomicU64::new(0),
         })
     }
 
@@ -280,6 +315,66 @@ impl Listener {
         &self.policy
     }
 
+    /// Whether refused peers are returned as errors (builder style); default `false`.
+    ///
+    /// With `false` (the default), every accept closes a refused peer's connection,
+    /// traces and counts it ([`refused_count`](Self::refused_count)) and goes on waiting,
+    /// so that a server loop written with `?` cannot be ended by whoever connects. With
+    /// `true`, every accept form (typed and raw, blocking, `_timeout`, `try_`, async,
+    /// [`incoming`](Self::incoming) and a [`ReceiverSet`](crate::ReceiverSet)) returns
+    /// [`Error::PeerRejected`] for each refused peer instead (still closed, traced and
+    /// counted): for a caller that logs or rate-limits refusals itself.
+    ///
+    /// ```
+    /// use memfile::ipc::{connect_abstract_raw, CredentialPolicy, Error, Listener};
+    ///
+    /// let name = format!("memfile-doc-report-{}", std::process::id());
+    /// let listener = Listener::bind_abstract(&name)?
+    ///     .credential_policy(CredentialPolicy::Uids(vec![])) // nobody gets in
+    ///     .report_refusals(true);
+    /// let _peer = connect_abstract_raw(&name)?;
+    /// assert!(matches!(listener.accept_raw(), Err(Error::PeerRejected { .. })));
+    /// assert_eq!(listener.refused_count(), 1);
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn report_refusals(mut self, report: bool) -> Listener {
+        self.report_refusals = report;
+        self
+    }
+
+    /// Sets whether refused peers are returned as errors; see
+    /// [`report_refusals`](Self::report_refusals).
+    pub fn set_report_refusals(&mut self, report: bool) {
+        self.report_refusals = report;
+    }
+
+    /// Whether refused peers are returned as errors; see
+    /// [`report_refusals`](Self::report_refusals).
+    pub fn reports_refusals(&self) -> bool {
+        self.report_refusals
+    }
+
+    /// How many peers the credential policy has refused since the listener was bound
+    /// (whether or not they were [reported](Self::report_refusals)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use memfile::ipc::{connect_abstract_raw, CredentialPolicy, Error, Listener};
+    ///
+    /// let name = format!("memfile-doc-refused-{}", std::process::id());
+    /// let listener = Listener::bind_abstract(&name)?.credential_policy(CredentialPolicy::Uids(vec![]));
+    /// let _peer = connect_abstract_raw(&name)?;
+    /// // The refused peer is closed and counted; the accept keeps waiting until its deadline.
+    /// let r = listener.accept_raw_timeout(Duration::from_millis(20));
+    /// assert!(matches!(r, Err(Error::Timeout)));
+    /// assert_eq!(listener.refused_count(), 1);
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    pub fn refused_count(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// The socket file's path, for a listener made with [`bind`](Self::bind).
     pub fn local_path(&self) -> Option<&Path> {
         match &self.name {
@@ -297,34 +392,45 @@ impl Listener {
         }
     }
 
-    /// Waits for a connection and returns it with the peer's credentials, if the policy
-    /// admits the peer.
+    /// Waits for a connection whose peer the credential policy admits; returns it with the
+    /// peer's credentials.
+    ///
+    /// Refused peers are closed, traced and counted on the way
+    /// ([`refused_count`](Self::refused_count)), and the wait goes on (unless
+    /// [`report_refusals`](Self::report_refusals) is set).
     ///
     /// # Errors
     ///
-    /// - [`Error::PeerRejected`] when the policy refuses the peer: its connection has been
-    ///   closed (the peer sees [`Error::Disconnected`]) and the listener can accept again;
+    /// - [`Error::PeerRejected`], only with [`report_refusals`](Self::report_refusals),
+    ///   when the policy refuses the peer: its connection has been closed (the peer sees
+    ///   [`Error::Disconnected`]) and the listener can accept again;
     /// - [`Error::Io`] when `accept4`, `poll` or `getsockopt(SO_PEERCRED)` fail (e.g.
-    ///   `EMFILE`).
+    ///   `EMFILE`: out of fds; the pending connection stays queued, so retrying at once
+    ///   fails the same way until an fd is freed).
     pub fn accept_raw(&self) -> Result<(RawSocket, Credentials)> {
         self.accept_until(None, false)
     }
 
     /// Like [`accept_raw`](Self::accept_raw), but does not wait.
     ///
+    /// Refused peers that were pending are closed and counted on the way.
+    ///
     /// # Errors
     ///
-    /// [`Error::WouldBlock`] when no connection is pending; otherwise as
-    /// [`accept_raw`](Self::accept_raw).
+    /// [`Error::WouldBlock`] when no connection is pending, or only refused ones were;
+    /// otherwise as [`accept_raw`](Self::accept_raw).
     pub fn try_accept_raw(&self) -> Result<(RawSocket, Credentials)> {
         self.accept_until(None, true)
     }
 
     /// Like [`accept_raw`](Self::accept_raw), but waits at most `timeout`.
     ///
+    /// Refused peers are closed and counted on the way; the wait goes on until the
+    /// deadline.
+    ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when no connection came in time; otherwise as
+    /// [`Error::Timeout`] when no admitted peer came in time; otherwise as
     /// [`accept_raw`](Self::accept_raw).
     pub fn accept_raw_timeout(&self, timeout: Duration) -> Result<(RawSocket, Credentials)> {
         // An unrepresentable deadline (centuries away) is the same as waiting forever.
@@ -338,9 +444,41 @@ impl Listener {
         nonblocking: bool,
     ) -> Result<(RawSocket, Credentials)> {
         let raw = self.fd.as_raw_fd();
-        let conn = loop {
+        loop {
+            let conn = self.accept_one(deadline, nonblocking)?;
+            let conn = RawSocket::from_accepted(conn);
+            let peer = conn.peer_credentials()?;
+            let Err(reason) = self.policy.check(&peer) else {
+                trace::accepted(raw, conn.as_raw_fd(), &peer);
+                return Ok((conn, peer));
+            };
+            drop(conn);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let error = Error::PeerRejected {
+                pid: peer.pid,
+                uid: peer.uid,
+                gid: peer.gid,
+                reason,
+            };
+            trace::refused(raw, &error);
+            if self.report_refusals {
+                return Err(error);
+            }
+            // A stream of refused peers must not keep a timed accept past its deadline.
+            if let Some(Some(deadline)) = deadline {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout);
+                }
+            }
+        }
+    }
+
+    /// One `accept4`, waiting for a pending connection as `deadline`/`nonblocking` say.
+    fn accept_one(&self, deadline: Option<Option<Instant>>, nonblocking: bool) -> Result<OwnedFd> {
+        let raw = self.fd.as_raw_fd();
+        loop {
             match accept4(&self.fd, SockFlag::SOCK_CLOEXEC) {
-                Ok(conn) => break conn,
+                Ok(conn) => return Ok(conn),
                 // ECONNABORTED: the peer gave up before we got to it; wait for the next one.
                 Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
                 Err(Errno::EAGAIN) if nonblocking => return Err(Error::WouldBlock),
@@ -363,25 +501,6 @@ impl Listener {
                     }
                 }
                 Err(e) => return Err(Error::io("accept4", Some(raw), e)),
-            }
-        };
-        let conn = RawSocket::from_accepted(conn);
-        let peer = conn.peer_credentials()?;
-        match self.policy.check(&peer) {
-            Ok(()) => {
-                trace::accepted(raw, conn.as_raw_fd(), &peer);
-                Ok((conn, peer))
-            }
-            Err(reason) => {
-                drop(conn);
-                let error = Error::PeerRejected {
-                    pid: peer.pid,
-                    uid: peer.uid,
-                    gid: peer.gid,
-                    reason,
-                };
-                trace::refused(raw, &error);
-                Err(error)
             }
         }
     }

@@ -53,6 +53,7 @@
 //! ```
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::pin::Pin;
@@ -637,18 +638,43 @@ impl AsyncListener {
         self.io.get_mut().set_credential_policy(policy);
     }
 
+    /// Sets whether refused peers are returned as errors (see
+    /// [`Listener::report_refusals`]); by default they are closed, traced and counted
+    /// ([`Listener::refused_count`], through [`get_ref`](Self::get_ref)) and the accept
+    /// goes on waiting.
+    pub fn set_report_refusals(&mut self, report: bool) {
+        self.io.get_mut().set_report_refusals(report);
+    }
+
     /// Waits for a connection whose peer passes the credential policy; returns it with
-    /// the peer's credentials (see [`Listener::accept_raw`]).
+    /// the peer's credentials (see [`Listener::accept_raw`]). Refused peers are closed,
+    /// traced and counted on the way, and the wait goes on.
     ///
     /// Cancel-safe: a connection is taken only in the step that returns it.
     ///
     /// # Errors
     ///
-    /// As [`Listener::accept_raw`]: [`Error::PeerRejected`] for a refused peer (the
-    /// listener stays usable), [`Error::Io`] when `accept4` or the reactor fails.
+    /// As [`Listener::accept_raw`]: [`Error::PeerRejected`] for a refused peer only with
+    /// [`set_report_refusals`](Self::set_report_refusals), [`Error::Io`] when `accept4` or
+    /// the reactor fails.
     pub async fn accept_raw(&self) -> Result<(RawSocket, Credentials)> {
         let listener = self.io.get_ref();
         on_readiness(&self.io, Interest::READABLE, || listener.try_accept_raw()).await
+    }
+
+    /// Polls for a connection whose peer passes the credential policy: the poll form of
+    /// [`accept_raw`](Self::accept_raw), for hand-written futures and streams.
+    ///
+    /// Only the waker of the latest call is kept, so poll from one task at a time.
+    pub fn poll_accept_raw(&self, cx: &mut Context<'_>) -> Poll<Result<(RawSocket, Credentials)>> {
+        loop {
+            let mut guard = ready!(self.io.poll_read_ready(cx))
+                .map_err(|e| readiness_error(self.io.as_raw_fd(), e))?;
+            match self.io.get_ref().try_accept_raw() {
+                Err(Error::WouldBlock) => guard.clear_ready(),
+                done => return Poll::Ready(done),
+            }
+        }
     }
 
     /// Waits for a connection whose peer passes the credential policy; returns a duplex
@@ -659,9 +685,103 @@ impl AsyncListener {
     /// As [`accept_raw`](Self::accept_raw), or as [`AsyncSender::from_blocking`] (the
     /// connection is closed then).
     pub async fn accept<Tx, Rx>(&self) -> Result<(AsyncSender<Tx>, AsyncReceiver<Rx>)> {
-        let (socket, _peer) = self.accept_raw().await?;
-        let socket = Arc::new(socket);
-        duplex_from_blocking(Sender::from_raw(socket.clone()), Receiver::from_raw(socket))
+        let (tx, rx, _peer) = self.accept_with_credentials().await?;
+        Ok((tx, rx))
+    }
+
+    /// Like [`accept`](Self::accept), and also returns the peer's credentials
+    /// (`SO_PEERCRED`, as the policy saw them).
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept).
+    pub async fn accept_with_credentials<Tx, Rx>(
+        &self,
+    ) -> Result<(AsyncSender<Tx>, AsyncReceiver<Rx>, Credentials)> {
+        let (socket, peer) = self.accept_raw().await?;
+        async_duplex(socket, peer)
+    }
+
+    /// An endless [`Stream`] of admitted connections, as typed async endpoints with the
+    /// peer's credentials: the async [`Listener::incoming`].
+    ///
+    /// It never ends: refused peers are closed, traced and counted without showing up
+    /// (with [`set_report_refusals`](Self::set_report_refusals): as
+    /// [`Error::PeerRejected`] items), and an [`Error::Io`] (e.g. `EMFILE`) is yielded and
+    /// the stream goes on. Taking the next item is cancel-safe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::future::poll_fn;
+    /// use std::pin::Pin;
+    /// use futures_core::Stream;
+    /// use memfile::ipc::tokio::{connect_abstract, AsyncListener};
+    ///
+    /// let name = format!("memfile-doc-async-incoming-{}", std::process::id());
+    /// let listener = AsyncListener::bind_abstract(&name)?;
+    /// let (client_tx, _client_rx) = connect_abstract::<u32, ()>(&name)?;
+    /// client_tx.send(&7).await?;
+    ///
+    /// let mut incoming = listener.incoming::<(), u32>();
+    /// // `StreamExt::next` from `futures` or `tokio-stream` does the same.
+    /// let next = poll_fn(|cx| Pin::new(&mut incoming).poll_next(cx)).await;
+    /// let (_tx, rx, peer) = next.expect("never ends")?;
+    /// assert_eq!(peer.pid, std::process::id() as i32);
+    /// assert_eq!(rx.recv().await?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn incoming<Tx, Rx>(&self) -> AsyncIncoming<'_, Tx, Rx> {
+        AsyncIncoming {
+            listener: self,
+            _types: PhantomData,
+        }
+    }
+}
+
+/// Registers an accepted connection's two halves with the current runtime.
+fn async_duplex<Tx, Rx>(
+    socket: RawSocket,
+    peer: Credentials,
+) -> Result<(AsyncSender<Tx>, AsyncReceiver<Rx>, Credentials)> {
+    let socket = Arc::new(socket);
+    let (tx, rx) =
+        duplex_from_blocking(Sender::from_raw(socket.clone()), Receiver::from_raw(socket))?;
+    Ok((tx, rx, peer))
+}
+
+/// The endless [`Stream`] of [`AsyncListener::incoming`]: admitted connections as typed
+/// async endpoints with the peer's credentials.
+pub struct AsyncIncoming<'a, Tx, Rx> {
+    listener: &'a AsyncListener,
+    _types: PhantomData<fn() -> (Tx, Rx)>,
+}
+
+impl<Tx, Rx> Stream for AsyncIncoming<'_, Tx, Rx> {
+    type Item = Result<(AsyncSender<Tx>, AsyncReceiver<Rx>, Credentials)>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let accepted = ready!(self.listener.poll_accept_raw(cx));
+        Poll::Ready(Some(
+            accepted.and_then(|(socket, peer)| async_duplex(socket, peer)),
+        ))
+    }
+}
+
+impl<Tx, Rx> FusedStream for AsyncIncoming<'_, Tx, Rx> {
+    fn is_terminated(&self) -> bool {
+        false
+    }
+}
+
+impl<Tx, Rx> std::fmt::Debug for AsyncIncoming<'_, Tx, Rx> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncIncoming")
+            .field("listener", self.listener)
+            .finish()
     }
 }
 

@@ -337,7 +337,8 @@ fn policy_rejection_closes_the_connection_and_keeps_listening() {
     let our_uid = nix::unistd::geteuid().as_raw();
     let l = Listener::bind_abstract(abstract_name("policy"))
         .unwrap()
-        .credential_policy(CredentialPolicy::Uids(vec![our_uid.wrapping_add(12345)]));
+        .credential_policy(CredentialPolicy::Uids(vec![our_uid.wrapping_add(12345)]))
+        .report_refusals(true);
     let name = l.abstract_name().unwrap().to_vec();
     let base = fd_count();
     let c = connect_abstract_raw(&name).unwrap();
@@ -410,7 +411,9 @@ fn other_uid_is_rejected_by_default() {
         println!("skipped: needs root to run a child as uid 65534");
         return;
     }
-    let l = Listener::bind_abstract(abstract_name("nobody")).unwrap();
+    let l = Listener::bind_abstract(abstract_name("nobody"))
+        .unwrap()
+        .report_refusals(true);
     let name = l.abstract_name().unwrap().to_vec();
     let mut child = spawn_nobody_child(&name, "rejected");
     match l.accept_raw_timeout(Duration::from_secs(30)) {

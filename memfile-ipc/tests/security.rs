@@ -273,7 +273,7 @@ fn path_listener_refuses_another_uid_twice() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.join("listener.sock");
-    let listener = Listener::bind(&path).unwrap();
+    let listener = Listener::bind(&path).unwrap().report_refusals(true);
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600

@@ -280,7 +280,9 @@ async fn listener_accepts_and_refuses() {
     tx.send(&format!("{ping} pong")).await.unwrap();
     assert_eq!(client.join().unwrap(), "ping pong");
 
-    // A refused peer is an error for that accept; the listener goes on.
+    // A refused peer is an error for that accept (when refusals are reported); the
+    // listener goes on.
+    listener.set_report_refusals(true);
     listener.set_credential_policy(CredentialPolicy::Custom(Arc::new(|c| {
         Err(format!("nobody, not even pid {}", c.pid))
     })));

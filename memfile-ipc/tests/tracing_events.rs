@@ -120,8 +120,10 @@ fn accepted_and_refused_peers_are_reported() {
         listener.accept::<u8, u8>().unwrap();
         listener.set_credential_policy(CredentialPolicy::Uids(vec![]));
         let _client = connect_abstract::<u8, u8>(&name).unwrap();
-        let e = listener.accept::<u8, u8>().unwrap_err();
-        assert!(matches!(e, Error::PeerRejected { .. }));
+        // Refused peers do not end an accept, but they are traced (and counted).
+        let e = listener.try_accept::<u8, u8>().unwrap_err();
+        assert!(matches!(e, Error::WouldBlock));
+        assert_eq!(listener.refused_count(), 1);
     });
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert_eq!(seen[0].level, Level::INFO);
