@@ -119,6 +119,7 @@ pub use options::{CreateOptions, HugeTlb};
 // --- owned by the Frozen work: frozen.rs, region.rs, live.rs (add `pub use` lines here) ---
 mod frozen;
 mod live;
+mod map;
 mod region;
 
 pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
