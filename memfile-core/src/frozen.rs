@@ -1136,3 +1136,79 @@ impl From<FrozenError> for io::Error {
         io::Error::new(e.io_kind(), e)
     }
 }
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A sealable memfd of one page, written through a plain writable shared mapping (no
+    /// `MADV_DONTFORK`): while the mapping lives, `F_SEAL_WRITE` fails with `EBUSY`, as it
+    /// would for a child forked between the crate's `mmap` and `madvise`.
+    fn busy_file() -> (MemFile, memmap2::MmapMut) {
+        let file = MemFile::create_sealable("busy").unwrap();
+        file.set_len(4096).unwrap();
+        // SAFETY: a fresh memfd of this test; nobody else can resize it.
+        let mut map =
+            unsafe { memmap2::MmapOptions::new().len(4096).map_mut(&file.as_fd()) }.unwrap();
+        map[0] = 7;
+        (file, map)
+    }
+
+    /// safety.md §6: the crate's own freeze retries `EBUSY` over about 0.25 s (8 pauses,
+    /// 255 ms in all), then fails with a message that says so and why, and the file comes
+    /// back in the error, unsealed, ready to freeze once the mapping is gone.
+    #[test]
+    fn ebusy_is_retried_for_a_quarter_second_then_reported() {
+        let (file, map) = busy_file();
+        let raw = file.as_fd().as_raw_fd();
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let err = freeze_unmapped_with(file, 4096, |a| attempts.push(a)).unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(attempts, (1..=8).collect::<Vec<_>>());
+        assert_eq!(SEAL_RETRY_DELAYS_MS.iter().sum::<u64>(), 255);
+        // Sleeps last at least as long as asked: a lower bound, not a timing target.
+        assert!(waited >= Duration::from_millis(255), "{waited:?}");
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "fd {raw}: F_ADD_SEALS (retried for 255 ms) failed"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("a writable shared mapping of the file exists"),
+            "{text}"
+        );
+        let fd = err
+            .into_inner()
+            .unwrap()
+            .downcast::<FrozenError>()
+            .unwrap()
+            .into_fd();
+        let file = MemFile::from_fd(fd).unwrap();
+        assert!(!file.get_seals().unwrap().contains(Seal::Write));
+        drop(map);
+        let frozen = freeze_unmapped(file, 4096).unwrap();
+        assert_eq!(frozen[0], 7);
+    }
+
+    /// A mapping that goes away during the retries (the forked child exec'd or exited) lets
+    /// the next attempt succeed.
+    #[test]
+    fn ebusy_retry_succeeds_once_the_mapping_is_gone() {
+        let (file, map) = busy_file();
+        let mut map = Some(map);
+        let mut attempts = Vec::new();
+        let frozen = freeze_unmapped_with(file, 4096, |a| {
+            attempts.push(a);
+            map = None; // the "child" unmaps
+        })
+        .unwrap();
+        assert_eq!(attempts, [1]);
+        assert!(frozen.seals().contains(freeze_seals()));
+        assert_eq!(frozen[0], 7);
+    }
+}
