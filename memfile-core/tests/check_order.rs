@@ -83,7 +83,7 @@ fn not_shmem_fds() -> Vec<(&'static str, OwnedFd, &'static str)> {
         ("pipe", pipe_r, "it is a pipe"),
         ("socket", OwnedFd::from(sock), "it is a socket"),
         ("/dev/null", OwnedFd::from(null), "it is a character device"),
-        ("O_PATH", OwnedFd::from(o_path), "O_PATH descriptor"),
+        ("O_PATH", o_path, "O_PATH descriptor"),
         ("eventfd", efd, "it is a special file"),
     ];
     // Only where the disk is not tmpfs (else F_GET_SEALS succeeds and fstat is safe).

@@ -584,13 +584,14 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read;
     /// - [`Error::Protocol`] / [`Error::VersionMismatch`]: the packet does not follow the
-    ///   wire protocol, or its spilled payload is a sparse memfd (fewer bytes allocated
-    ///   than the header announces: a peer could make this side copy bytes it never wrote);
+    ///   wire protocol, or its spilled payload is a sparse memfd (a hole below its end:
+    ///   a peer could make this side copy bytes it never wrote);
     /// - [`Error::MessageTooLarge`], [`Error::TooManyFds`]: over this receiver's [`Limits`];
     /// - [`Error::Truncated`]: larger than the receive buffer (a sender with a raised
     ///   inline limit);
     /// - [`Error::BadBuffer`]: a spilled payload or `Frozen` field is not a properly sealed
-    ///   memfd (or over the mapped-bytes budget);
+    ///   memfd (or over the mapped-bytes budget), or a `Frozen` field is sparse (kind
+    ///   `Sparse`; see [`Limits::allow_sparse_buffers`]);
     /// - [`Error::BadFdKind`], [`Error::FdIndexOutOfRange`], [`Error::FdIndexReused`]: an
     ///   fd field does not match the fds that came;
     /// - [`Error::Codec`]: the bytes are not a `T`;
