@@ -302,7 +302,7 @@ pub(crate) fn populate_holes(fd: BorrowedFd<'_>, map: &[u8]) -> io::Result<()> {
             break;
         }
         let end = seek(fd, hole, nix::unistd::Whence::SeekData)?.map_or(len, |d| d.min(len));
-        read_pages(&map[hole as usize..end as usize]);
+        read_pages(&map[hole as usize..end as usize])?;
         at = end;
         if at >= len {
             break;
@@ -312,10 +312,13 @@ pub(crate) fn populate_holes(fd: BorrowedFd<'_>, map: &[u8]) -> io::Result<()> {
 }
 
 /// Faults in every page of `range` for reading.
-fn read_pages(range: &[u8]) {
-    // One `madvise` instead of a fault per page where the kernel has it (5.14+). The
-    // range's start is a hole offset, so page-aligned.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+///
+/// `MADV_POPULATE_READ` (Linux 5.14+) reports a failure (`ENOMEM`, ...) as an error; where
+/// the kernel lacks it (`EINVAL`), one read per page does the same, but a failure there
+/// is a fault (the OOM killer, or `SIGBUS`), as for any first touch of memory.
+fn read_pages(range: &[u8]) -> io::Result<()> {
+    // The range's start is a hole offset, so page-aligned.
+    #[cfg(target_os = "linux")]
     {
         use std::sync::atomic::AtomicBool;
         static NO_POPULATE: AtomicBool = AtomicBool::new(false);
@@ -330,11 +333,13 @@ fn read_pages(range: &[u8]) {
                 )
             };
             if rc == 0 {
-                return;
+                return Ok(());
             }
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                NO_POPULATE.store(true, Ordering::Relaxed);
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(e);
             }
+            NO_POPULATE.store(true, Ordering::Relaxed);
         }
     }
     let page = page_size();
@@ -343,6 +348,7 @@ fn read_pages(range: &[u8]) {
         // page. SAFETY: `offset < range.len()`, inside the borrowed slice.
         unsafe { std::ptr::read_volatile(range.as_ptr().add(offset)) };
     }
+    Ok(())
 }
 
 /// The base page size.
