@@ -156,6 +156,7 @@ impl WritableMap {
     /// # Panics
     ///
     /// In a child forked since the mapping was made ([`WritableMap::check`]).
+    #[inline]
     #[track_caller]
     pub(crate) fn bytes(&self) -> &[u8] {
         self.assert_here();
@@ -167,16 +168,30 @@ impl WritableMap {
     /// # Panics
     ///
     /// In a child forked since the mapping was made ([`WritableMap::check`]).
+    #[inline]
     #[track_caller]
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         self.assert_here();
         &mut self.map
     }
 
+    /// Panics with [`WritableMap::check`]'s error in a forked child: one relaxed load and a
+    /// compare on the normal path, the message built out of line.
+    #[inline]
     #[track_caller]
     fn assert_here(&self) {
-        if let Err(e) = self.check() {
-            panic!("{e}");
+        if FORKS.load(Ordering::Relaxed) != self.generation {
+            self.forked();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn forked(&self) -> ! {
+        match self.check() {
+            Err(e) => panic!("{e}"),
+            Ok(()) => unreachable!("called in a forked child only"),
         }
     }
 
