@@ -17,11 +17,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-use memmap2::Advice;
-use memmap2::{Mmap, MmapMut, MmapOptions};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+use crate::map::HUGE_PAGE_MIN;
+use crate::map::{self, ReadMap, WritableMap};
 use crate::{MemFile, Seal, Seals, sys};
 
 /// The seals a reader needs before it may treat the bytes as immutable: no write (through
@@ -82,8 +82,11 @@ struct Inner {
     /// The read-only mapping, `None` for an empty file (there is nothing to map, and `mmap`
     /// of length 0 is `EINVAL`). Made at once for a descriptor from elsewhere; on the first
     /// read for a file this crate froze itself, as a sender seldom reads what it sends.
-    map: OnceLock<Option<Mmap>>,
+    map: OnceLock<Option<ReadMap>>,
     len: usize,
+    /// The huge page size of a hugetlb file (whose mapping covers whole huge pages), `None`
+    /// for any other file.
+    huge_page: Option<u64>,
     fd: OwnedFd,
     seals: Seals,
 }
@@ -98,13 +101,20 @@ impl Frozen {
     /// Verifies that `fd` is a memfd sealed against writing and shrinking, and maps it
     /// read-only.
     ///
-    /// Checks before anything is mapped: the descriptor is not `O_PATH`; `F_GET_SEALS` ⊇
-    /// `{Write, Shrink}` (extra seals are fine; `FutureWrite` does **not** count, see
-    /// `docs/safety.md`), which on Linux only a memfd can have (a `/dev/shm` file can gain
-    /// no seal); it is readable (not `O_WRONLY`); `fstat` says an unlinked regular file
-    /// whose size fits in `isize`; a hugetlb file has no holes. The size is read *after*
-    /// the seals, so it is a size the file can never go below. Whatever fails, the error
-    /// says what the descriptor is (a pipe, a `/dev/shm` file, ...).
+    /// Checks before anything is mapped, in this order: `F_GET_SEALS` ⊇ `{Write, Shrink}`
+    /// (extra seals are fine; `FutureWrite` does **not** count, see `docs/safety.md`),
+    /// which on Linux only a memfd can have (a `/dev/shm` file can gain no seal) and which
+    /// is the first call, as it answers at once for any other file (no call that a FUSE
+    /// file's daemon could hold up comes before it); it is readable (not `O_WRONLY`);
+    /// `fstat` says an unlinked regular file whose size fits in `isize` (and in
+    /// `max_len`); a hugetlb file has as many bytes allocated as its huge pages hold. The
+    /// size is read *after* the seals, so it is a size the file can never go below.
+    /// Whatever fails, the error says what the descriptor is (a pipe, a `/dev/shm` file,
+    /// ...).
+    ///
+    /// The file may have holes (pages never written): reading one allocates a page of
+    /// zeros, charged to the reader. For a descriptor from a process you do not trust, use
+    /// [`Frozen::from_fd_fully_allocated`].
     ///
     /// # Errors
     ///
@@ -125,7 +135,7 @@ impl Frozen {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Result<Frozen, FrozenError> {
-        Frozen::verify_and_map(fd, u64::MAX)
+        Frozen::verify_and_map(fd, u64::MAX, false)
     }
 
     /// Like [`Frozen::from_fd`], but rejects a file larger than `max_len` bytes before
@@ -138,7 +148,55 @@ impl Frozen {
     ///
     /// As [`Frozen::from_fd`], plus [`FrozenErrorKind::TooLarge`].
     pub fn from_fd_with_max_len(fd: OwnedFd, max_len: u64) -> Result<Frozen, FrozenError> {
-        Frozen::verify_and_map(fd, max_len)
+        Frozen::verify_and_map(fd, max_len, false)
+    }
+
+    /// Like [`Frozen::from_fd_with_max_len`], but also refuses a file with a hole below its
+    /// end, before mapping it: every byte of a `Frozen` made this way is backed by memory
+    /// that its sender paid for.
+    ///
+    /// A sparse sealed file costs its sender nothing; a reader that touches a hole makes the
+    /// kernel allocate a page of zeros charged to the reader's memory cgroup (and under
+    /// `vm.overcommit_memory = 2` a read fault on a hole can fail with SIGBUS). The check is
+    /// one `lseek(SEEK_HOLE)`, exact on tmpfs: a page counts once written, faulted in
+    /// through a mapping or swapped out, not when merely reserved by `fallocate`. It moves
+    /// the file offset that the descriptor shares with its `dup`s (the sender's included);
+    /// `Frozen` itself never uses the offset.
+    ///
+    /// A hugetlb file is always refused here: hugetlbfs reports no holes to `lseek` (it
+    /// says the whole file is data) and counts pages allocated past the end in `st_blocks`,
+    /// so no unprivileged call can prove it has none, and reading a hole of a hugetlb file
+    /// is SIGBUS when no huge page is free.
+    ///
+    /// The crate's own producers ([`MemFile::freeze`], [`Frozen::build`],
+    /// [`Frozen::from_bytes`], [`WritableRegion::freeze`](crate::WritableRegion::freeze))
+    /// always make buffers that pass.
+    ///
+    /// # Errors
+    ///
+    /// As [`Frozen::from_fd_with_max_len`], plus [`FrozenErrorKind::Sparse`].
+    ///
+    /// ```
+    /// use memfile_core::{Frozen, FrozenErrorKind, MemFile};
+    ///
+    /// // Written in full: accepted.
+    /// let whole = Frozen::from_bytes("whole", &[1; 8192])?;
+    /// Frozen::from_fd_fully_allocated(whole.try_clone_fd()?, 1 << 20)?;
+    ///
+    /// // 8 KiB of which only the first page was ever written: refused, naming the hole.
+    /// let file = MemFile::create_sealable("sparse")?;
+    /// file.set_len(8192)?;
+    /// std::os::unix::fs::FileExt::write_at(&file, b"head", 0)?;
+    /// file.add_seals(memfile_core::Seal::Write | memfile_core::Seal::Shrink)?;
+    /// let err = Frozen::from_fd_fully_allocated(file.into_fd(), 1 << 20).unwrap_err();
+    /// assert!(matches!(
+    ///     err.kind(),
+    ///     FrozenErrorKind::Sparse { len: 8192, first_hole: Some(4096) }
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_fd_fully_allocated(fd: OwnedFd, max_len: u64) -> Result<Frozen, FrozenError> {
+        Frozen::verify_and_map(fd, max_len, true)
     }
 
     /// Creates a sealed memfd of `len` bytes, lets `fill` write it in place, and freezes it.
@@ -146,7 +204,9 @@ impl Frozen {
     /// The closure writes through a writable shared mapping (marked `MADV_DONTFORK`, so a
     /// child forked meanwhile by another thread does not inherit it), which is unmapped
     /// before sealing: the pages filled are the pages later read, nothing is copied. The
-    /// memory starts zeroed. `name` is the memfd's name (see [`MemFile::create`]).
+    /// memory starts zeroed; pages the closure does not write are allocated as zeros before
+    /// sealing, so the result is fully allocated (see [`Frozen::from_fd_fully_allocated`]):
+    /// the memory cost is always `len`. `name` is the memfd's name (see [`MemFile::create`]).
     ///
     /// For data that already sits in a buffer, [`Frozen::from_bytes`] is faster (page faults
     /// on a fresh mapping cost more than `pwrite`).
@@ -216,8 +276,12 @@ impl Frozen {
                 // MADV_HUGEPAGE would come too late.
                 file.allocate(0, len as u64)?;
             }
-            let mut map = map_writable(&file, len)?;
-            fill(&mut map)?;
+            let mut map = WritableMap::new(&file, len, "Frozen::build")?;
+            fill(map.bytes_mut())?;
+            // Pages the closure left alone are holes (also after `fallocate`, which only
+            // reserves them): make them pages of zeros, so the buffer passes
+            // `from_fd_fully_allocated`.
+            map.populate_holes(file.as_fd())?;
             // Unmap before sealing: `F_SEAL_WRITE` fails with EBUSY while it exists.
             drop(map);
         }
@@ -374,16 +438,21 @@ impl Frozen {
         if let Some(map) = inner.map.get() {
             return Ok(map.as_deref().unwrap_or(&[]));
         }
-        let map = map_read_only(&inner.fd, inner.len).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "fd {}: mapping a frozen memfd of {} bytes failed: {e}",
-                    inner.fd.as_raw_fd(),
-                    inner.len
-                ),
-            )
-        })?;
+        let map_len = map_len(inner.len as u64, inner.huge_page).unwrap_or(inner.len);
+        // SAFETY: a `Frozen` exists only for a file with seals Write and Shrink whose size
+        // was at least `len` after they were seen (`verify`, or sealed by this crate after
+        // sizing it: `freeze_unmapped`).
+        let map =
+            unsafe { map::map_read_only(inner.fd.as_fd(), inner.len, map_len) }.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "fd {}: mapping a frozen memfd of {} bytes failed: {e}",
+                        inner.fd.as_raw_fd(),
+                        inner.len
+                    ),
+                )
+            })?;
         // Threads racing here each map; one mapping is kept, the others are unmapped.
         let map = inner.map.get_or_init(|| map);
         Ok(map.as_deref().unwrap_or(&[]))
@@ -447,74 +516,166 @@ impl Frozen {
         File::open(format!("/proc/self/fd/{}", self.inner.fd.as_raw_fd()))
     }
 
-    fn verify_and_map(fd: OwnedFd, max_len: u64) -> Result<Frozen, FrozenError> {
+    fn verify_and_map(
+        fd: OwnedFd,
+        max_len: u64,
+        fully_allocated: bool,
+    ) -> Result<Frozen, FrozenError> {
         let required = required_for_frozen();
-        match verify(
-            fd.as_fd(),
+        let checks = Checks {
             max_len,
-            |found| found.contains(required_for_frozen()),
+            accept: |found| found.contains(required_for_frozen()),
             required,
-        ) {
-            Ok((seals, len)) => match map_read_only(&fd, len) {
-                Ok(map) => Ok(Frozen {
-                    inner: Arc::new(Inner {
-                        map: OnceLock::from(map),
-                        len,
-                        fd,
-                        seals,
-                    }),
+            fully_allocated,
+        };
+        let v = match verify(fd.as_fd(), &checks) {
+            Ok(v) => v,
+            Err((kind, op)) => return Err(FrozenError::new(fd, kind, op)),
+        };
+        // SAFETY: `verify` saw seals Write and Shrink, then a size of at least `v.len`;
+        // `v.map_len` is `v.len` or, for hugetlb, `v.len` rounded up to whole huge pages.
+        match unsafe { map::map_read_only(fd.as_fd(), v.len, v.map_len) } {
+            Ok(map) => Ok(Frozen {
+                inner: Arc::new(Inner {
+                    map: OnceLock::from(map),
+                    len: v.len,
+                    huge_page: v.huge_page,
+                    fd,
+                    seals: v.seals,
                 }),
-                Err(e) => Err(FrozenError::new(fd, FrozenErrorKind::Io(e), "mmap")),
-            },
-            Err((kind, op)) => Err(FrozenError::new(fd, kind, op)),
+            }),
+            Err(e) => Err(FrozenError::new(fd, FrozenErrorKind::Io(e), "mmap")),
         }
+    }
+
+    /// The offset of the first hole below the end of the file (`lseek(SEEK_HOLE)`), or
+    /// `None` when every byte is allocated: what [`Frozen::from_fd_fully_allocated`]
+    /// checks. A `Frozen` made by this crate's producers has none.
+    ///
+    /// Moves the file offset the descriptor shares with its `dup`s (see
+    /// [`Frozen::try_clone_fd`]).
+    ///
+    /// # Errors
+    ///
+    /// `lseek` failing, naming the fd; `Unsupported` for a hugetlb file (hugetlbfs reports
+    /// its whole length as data, holes included).
+    ///
+    /// ```
+    /// use memfile_core::Frozen;
+    ///
+    /// let f = Frozen::build("mostly-zeros", 1 << 20, |buf| buf[0] = 1)?;
+    /// assert_eq!(f.first_hole()?, None); // untouched pages were allocated as zeros
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn first_hole(&self) -> io::Result<Option<u64>> {
+        let fd = self.inner.fd.as_fd();
+        if self.inner.huge_page.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "fd {}: hugetlbfs reports no holes, so the holes of a hugetlb file cannot be found",
+                    fd.as_raw_fd()
+                ),
+            ));
+        }
+        map::first_hole(fd, self.len() as u64).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("fd {}: lseek(SEEK_HOLE) failed: {e}", fd.as_raw_fd()),
+            )
+        })
     }
 }
 
+/// The length to map for `len` bytes: whole huge pages for a hugetlb file.
+fn map_len(len: u64, huge_page: Option<u64>) -> Option<usize> {
+    let rounded = match huge_page {
+        Some(page) => map::round_up_to(len, page)?,
+        None => len,
+    };
+    usize::try_from(rounded).ok()
+}
+
+/// What [`verify`] checks besides "a memfd".
+pub(crate) struct Checks {
+    /// The largest length accepted.
+    pub(crate) max_len: u64,
+    /// Decides on the seals; must require `Shrink` and one of `Write`, `FutureWrite`.
+    pub(crate) accept: fn(Seals) -> bool,
+    /// What the error reports as needed.
+    pub(crate) required: Seals,
+    /// Whether a file with holes is refused ([`Frozen::from_fd_fully_allocated`]).
+    pub(crate) fully_allocated: bool,
+}
+
+/// What [`verify`] found.
+pub(crate) struct Verified {
+    pub(crate) seals: Seals,
+    pub(crate) len: usize,
+    /// The length to map: `len`, or for a hugetlb file `len` rounded up to whole huge
+    /// pages (the kernel maps, and unmaps, only whole ones).
+    pub(crate) map_len: usize,
+    /// The huge page size of a hugetlb file.
+    pub(crate) huge_page: Option<u64>,
+}
+
 /// Everything [`Frozen::from_fd`] (and [`LiveView::from_fd`](crate::LiveView::from_fd))
-/// checks, on a borrowed fd: returns the seals found and the length.
+/// checks, on a borrowed fd, in this order: the seals (`F_GET_SEALS`), readability
+/// (`F_GETFL`), type, links and size (`fstat`), hugetlb allocation (`fstatfs`, only for a
+/// file whose block size is larger than a page), and holes if asked (`lseek`).
 ///
-/// `accept` decides on the seals and must require `Shrink` and one of `Write`,
-/// `FutureWrite`; `required` is what the error reports as needed.
+/// `F_GET_SEALS` comes first because it answers at once for every file that is not on
+/// tmpfs or hugetlbfs (`EINVAL`; `EBADF` for `O_PATH`), so the first call on a descriptor
+/// from a peer cannot wait on a file system the peer serves (a FUSE file's `fstat`
+/// waits for its daemon); every later call is made on a tmpfs or hugetlbfs file only.
 ///
-/// A file that passes costs `F_GETFL`, `F_GET_SEALS` and `fstat`, plus `fstatfs` only when
-/// it has holes. That is enough on Linux because only a memfd can carry such seals:
+/// A file that passes costs `F_GET_SEALS`, `F_GETFL` and `fstat` (plus one `lseek` when
+/// holes are refused). That is enough on Linux because only a memfd can carry such seals:
 /// `F_GET_SEALS` works only on shmem (tmpfs) and hugetlbfs files, and every such file that
 /// `open()` or `O_TMPFILE` makes starts with `F_SEAL_SEAL`, so no seal can ever be added to
 /// it; only `memfd_create` makes files that start without it. (The `/proc/self/fd/N` link,
 /// 3 µs to read, is needed only to tell an *unsealed* memfd from a `/dev/shm` file, which
-/// [`MemFile::from_fd`] does.) Whenever a check fails, the full [`sys::check_memfd`] runs
-/// to say what the descriptor is instead.
+/// [`MemFile::from_fd`] does.) Whenever a check fails, the error says what the descriptor
+/// is instead ([`sys::check_memfd`], which makes no call that can wait either).
 pub(crate) fn verify(
     fd: BorrowedFd<'_>,
-    max_len: u64,
-    accept: fn(Seals) -> bool,
-    required: Seals,
-) -> Result<(Seals, usize), (FrozenErrorKind, &'static str)> {
+    checks: &Checks,
+) -> Result<Verified, (FrozenErrorKind, &'static str)> {
     // Elsewhere the fast path's reasoning has not been checked: identify the file first.
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     sys::check_memfd(fd).map_err(|reason| (FrozenErrorKind::NotMemfd(reason), "check"))?;
-    let flags = OFlag::from_bits_retain(
-        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| (FrozenErrorKind::Io(e.into()), "F_GETFL"))?,
-    );
-    if flags.contains(OFlag::O_PATH) {
-        return Err(not_a_memfd(fd));
-    }
     // Seals first, size second: once Shrink is there the size can only grow, so the size
-    // read now is safe to map for as long as the mapping lives. F_GET_SEALS fails (EINVAL)
-    // on anything but a tmpfs or hugetlbfs file.
-    let found = sys::get_seals(fd).map_err(|_| not_a_memfd(fd))?;
-    if !accept(found) {
+    // read now is safe to map for as long as the mapping lives.
+    let found = match sys::get_seals(fd) {
+        Ok(found) => found,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Err(e) => {
+            return Err((
+                FrozenErrorKind::NotMemfd(sys::describe_not_shmem(fd, &e)),
+                "check",
+            ));
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Err(_) => return Err(not_a_memfd(fd)),
+    };
+    if !(checks.accept)(found) {
         // A `/dev/shm` file (seals `{Seal}`) is reported as not a memfd, not as unsealed.
         if let Err(reason) = sys::check_memfd(fd) {
             return Err((FrozenErrorKind::NotMemfd(reason), "check"));
         }
         return Err((
-            FrozenErrorKind::NotSealed { found, required },
+            FrozenErrorKind::NotSealed {
+                found,
+                required: checks.required,
+            },
             "F_GET_SEALS",
         ));
     }
-    // From here on the file is a memfd (see above); the seals make it one for good.
+    // From here on the file is a memfd (see above); the seals make it one for good. An
+    // `O_PATH` descriptor never gets here: `F_GET_SEALS` refuses it (EBADF).
+    let flags = OFlag::from_bits_retain(
+        fcntl(fd, FcntlArg::F_GETFL).map_err(|e| (FrozenErrorKind::Io(e.into()), "F_GETFL"))?,
+    );
     if flags & OFlag::O_ACCMODE == OFlag::O_WRONLY {
         return Err((
             FrozenErrorKind::NotReadable("it was opened write-only"),
@@ -527,18 +688,55 @@ pub(crate) fn verify(
         return Err(not_a_memfd(fd));
     }
     let len = st.st_size as u64;
-    let max = max_len.min(isize::MAX as u64);
+    let max = checks.max_len.min(isize::MAX as u64);
     if len > max {
         return Err((FrozenErrorKind::TooLarge { len, max }, "fstat"));
     }
-    // Only a file with holes can be a hugetlb file with holes: skip `fstatfs` otherwise.
-    let allocated = (st.st_blocks as u64).saturating_mul(512);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if allocated < len && is_hugetlbfs(fd).map_err(|e| (FrozenErrorKind::Io(e), "fstatfs"))? {
-        return Err((FrozenErrorKind::HugeTlbHoles { len, allocated }, "fstat"));
+    let huge_page = map::hugetlb_page_size(fd, st.st_blksize as u64)
+        .map_err(|e| (FrozenErrorKind::Io(e), "fstatfs"))?;
+    let too_large = || (FrozenErrorKind::TooLarge { len, max }, "fstat");
+    let map_len = map_len(len, huge_page).ok_or_else(too_large)?;
+    if map_len as u64 > isize::MAX as u64 {
+        return Err(too_large());
     }
-    let _ = allocated;
-    Ok((found, len as usize))
+    if huge_page.is_some() {
+        // Reading a hole of a hugetlb file needs a free huge page, SIGBUS when there is
+        // none. Every huge page the mapping covers must be there, the partial last one too
+        // (past the end of the file, the kernel does not allocate one: SIGBUS always).
+        let allocated = (st.st_blocks as u64).saturating_mul(512);
+        if allocated < map_len as u64 {
+            return Err((FrozenErrorKind::HugeTlbHoles { len, allocated }, "fstat"));
+        }
+        // Pages allocated past the end (`FALLOC_FL_KEEP_SIZE`) count in `st_blocks` too,
+        // and hugetlbfs has no `SEEK_HOLE`: the count above cannot prove there is no hole.
+        if checks.fully_allocated {
+            return Err((
+                FrozenErrorKind::Sparse {
+                    len,
+                    first_hole: None,
+                },
+                "fstatfs",
+            ));
+        }
+    } else if checks.fully_allocated {
+        if let Some(hole) =
+            map::first_hole(fd, len).map_err(|e| (FrozenErrorKind::Io(e), "lseek"))?
+        {
+            return Err((
+                FrozenErrorKind::Sparse {
+                    len,
+                    first_hole: Some(hole),
+                },
+                "lseek",
+            ));
+        }
+    }
+    Ok(Verified {
+        seals: found,
+        len: len as usize,
+        map_len,
+        huge_page,
+    })
 }
 
 /// The error for a descriptor that is not a memfd, saying what it is ([`sys::check_memfd`]).
@@ -549,91 +747,6 @@ fn not_a_memfd(fd: BorrowedFd<'_>) -> (FrozenErrorKind, &'static str) {
     (FrozenErrorKind::NotMemfd(reason), "check")
 }
 
-/// Whether `fd` is on hugetlbfs (`fstatfs`).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn is_hugetlbfs(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    use nix::sys::statfs::{HUGETLBFS_MAGIC, fstatfs};
-    Ok(fstatfs(fd)?.filesystem_type() == HUGETLBFS_MAGIC)
-}
-
-/// For a hugetlbfs file with holes below `len`: the bytes allocated (`st_blocks * 512`).
-///
-/// Reading a hole of a hugetlb file through a mapping needs a free huge page; when there is
-/// none the reader gets SIGBUS. A regular memfd just allocates a normal page.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn hugetlb_holes(fd: BorrowedFd<'_>, len: u64) -> io::Result<Option<u64>> {
-    use nix::sys::statfs::{HUGETLBFS_MAGIC, fstatfs};
-    if fstatfs(fd)?.filesystem_type() != HUGETLBFS_MAGIC {
-        return Ok(None);
-    }
-    let allocated = (nix::sys::stat::fstat(fd)?.st_blocks as u64).saturating_mul(512);
-    Ok((allocated < len).then_some(allocated))
-}
-
-/// `PROT_READ`, `MAP_PRIVATE`, `MAP_NORESERVE` of the first `len` bytes; `None` for 0 bytes.
-fn map_read_only(fd: &OwnedFd, len: usize) -> io::Result<Option<Mmap>> {
-    if len == 0 {
-        return Ok(None);
-    }
-    // MAP_NORESERVE: a read-only private mapping never copies a page, so it needs no
-    // reservation (it matters for hugetlb files, where a reservation would take huge pages).
-    //
-    // SAFETY: memmap2 calls mapping a file unsafe because the file may be changed or
-    // truncated underneath. Seals Write + Shrink (never removed) were seen, then a length
-    // of at least `len`: nobody can change these bytes or shrink the file.
-    let map = unsafe {
-        MmapOptions::new()
-            .len(len)
-            .no_reserve_swap()
-            .map_copy_read_only(fd)?
-    };
-    Ok(Some(map))
-}
-
-/// A writable `MAP_SHARED` mapping of `len > 0` bytes of `file`, not inherited by a fork
-/// (`MADV_DONTFORK` on Linux, `minherit(INHERIT_NONE)` on FreeBSD).
-///
-/// A child forked while the mapping exists (by any thread) would otherwise keep a writable
-/// mapping of its own, and `F_SEAL_WRITE` would fail with EBUSY until it exits or execs.
-pub(crate) fn map_writable(file: &MemFile, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: the file is a memfd this crate just created and has not shared; nobody else
-    // can truncate or write it. Callers only hand the mapping out as `&mut [u8]` tied to
-    // their own borrow, and share the fd only after sealing Shrink and (Future)Write.
-    let map = unsafe { MmapOptions::new().len(len).map_mut(&file.as_fd())? };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    map.advise(Advice::DontFork)?;
-    #[cfg(target_os = "freebsd")]
-    {
-        // memmap2 has no `minherit` (FreeBSD's `madvise` has no DONTFORK), so call libc.
-        // SAFETY: `map` is a live mapping of exactly `map.len()` bytes starting at a page
-        // boundary, owned by `map`; `minherit` changes only what a future fork inherits.
-        let rc = unsafe {
-            libc::minherit(
-                map.as_ptr().cast_mut().cast(),
-                map.len(),
-                libc::INHERIT_NONE,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if len >= HUGE_PAGE_MIN {
-        // Lets shmem THP (`shmem_enabled` = `advise`) back the file with huge pages: one
-        // fault and one page clear per 2 MiB instead of 512, 10× the fill rate. At `never`
-        // the kernel accepts it and does nothing; a kernel without THP says EINVAL, which
-        // only means no huge pages, so the result is ignored.
-        let _ = map.advise(Advice::HugePage);
-    }
-    Ok(map)
-}
-
-/// From this length up, writable mappings ask for transparent huge pages: the size of one
-/// x86-64/arm64 (4 KiB base page) PMD huge page. Smaller files could not use one anyway.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) const HUGE_PAGE_MIN: usize = 2 << 20;
-
 /// Freezes a memfd that this crate created (sealable, no seals added yet, not hugetlb) with
 /// `len` bytes, of which it holds no mapping any more.
 ///
@@ -643,19 +756,40 @@ pub(crate) const HUGE_PAGE_MIN: usize = 2 << 20;
 /// `F_GET_SEALS` only fetches the exact set for [`Frozen::seals`] (it may include `Exec`).
 ///
 /// EBUSY can only come from a child forked by another thread in the instant between our
-/// `mmap` and `madvise(MADV_DONTFORK)` that has not exec'd or exited yet: retry for a short
-/// while before giving up.
+/// `mmap` and `madvise(MADV_DONTFORK)` that has not exec'd or exited yet: retry for about
+/// 0.25 s ([`SEAL_RETRY_DELAYS_MS`]) before giving up.
 pub(crate) fn freeze_unmapped(file: MemFile, len: usize) -> io::Result<Frozen> {
+    freeze_unmapped_with(file, len, |_| {})
+}
+
+/// The pauses between attempts to seal while `F_ADD_SEALS` says `EBUSY`: 255 ms in all.
+pub(crate) const SEAL_RETRY_DELAYS_MS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// [`freeze_unmapped`], calling `on_busy(attempt)` after each `EBUSY` (for tests).
+pub(crate) fn freeze_unmapped_with(
+    file: MemFile,
+    len: usize,
+    mut on_busy: impl FnMut(usize),
+) -> io::Result<Frozen> {
     let fd = file.into_fd();
-    let mut delay = Duration::from_millis(1);
-    let mut attempts = 0;
+    let mut delays = SEAL_RETRY_DELAYS_MS.iter();
+    let mut attempt = 0;
     while let Err(e) = sys::add_seals(fd.as_fd(), freeze_seals()) {
-        attempts += 1;
-        if e.raw_os_error() != Some(libc::EBUSY) || attempts == 8 {
-            return Err(FrozenError::new(fd, FrozenErrorKind::Io(e), "F_ADD_SEALS").into());
-        }
-        std::thread::sleep(delay);
-        delay *= 2;
+        attempt += 1;
+        let busy = e.raw_os_error() == Some(libc::EBUSY);
+        let delay = match delays.next() {
+            Some(&ms) if busy => ms,
+            _ => {
+                let op = if busy {
+                    "F_ADD_SEALS (retried for 255 ms)"
+                } else {
+                    "F_ADD_SEALS"
+                };
+                return Err(FrozenError::new(fd, FrozenErrorKind::Io(e), op).into());
+            }
+        };
+        on_busy(attempt);
+        std::thread::sleep(Duration::from_millis(delay));
     }
     let seals = match sys::get_seals(fd.as_fd()) {
         Ok(seals) => seals,
@@ -666,6 +800,7 @@ pub(crate) fn freeze_unmapped(file: MemFile, len: usize) -> io::Result<Frozen> {
         inner: Arc::new(Inner {
             map: OnceLock::new(),
             len,
+            huge_page: None,
             fd,
             seals,
         }),
@@ -694,6 +829,17 @@ impl MemFile {
     /// The error owns the file until dropped: `err.into_inner()` downcasts to a
     /// [`FrozenError`], whose [`into_fd`](FrozenError::into_fd) gives it back.
     ///
+    /// # Holes
+    ///
+    /// Every hole of the file (a page never written: after `set_len`, or reserved by
+    /// `fallocate` but not written) becomes an allocated page of zeros, so that the result
+    /// passes [`Frozen::from_fd_fully_allocated`]: a regular memfd's holes are read once
+    /// through the new mapping (`MADV_POPULATE_READ`), a hugetlb memfd's are allocated with
+    /// `fallocate` before sealing (which fails cleanly with `ENOSPC` when the pool has no
+    /// free huge page, instead of a reader's `SIGBUS` later). A file that is mostly holes
+    /// therefore costs its full length in memory once frozen; the bytes read as zeros
+    /// either way.
+    ///
     /// ```
     /// use memfile::{MemFile, Seal};
     /// use std::io::Write;
@@ -707,9 +853,30 @@ impl MemFile {
     /// ```
     pub fn freeze(self) -> io::Result<Frozen> {
         let fd = self.into_fd();
-        match add_freeze_seals(fd.as_fd()) {
-            Ok(()) => Frozen::from_fd(fd).map_err(io::Error::from),
-            Err((kind, op)) => Err(FrozenError::new(fd, kind, op).into()),
+        if let Err((kind, op)) = add_freeze_seals(fd.as_fd()) {
+            return Err(FrozenError::new(fd, kind, op).into());
+        }
+        let frozen = Frozen::from_fd(fd)?;
+        if frozen.inner.huge_page.is_some() {
+            return Ok(frozen); // allocated in full before sealing
+        }
+        let populated = match frozen.inner.map.get() {
+            Some(Some(map)) => map::populate_holes(frozen.as_fd(), map),
+            _ => Ok(()), // empty
+        };
+        match populated {
+            Ok(()) => Ok(frozen),
+            Err(e) => {
+                // Fresh, so not shared: the descriptor goes back in the error.
+                let fd = match Arc::try_unwrap(frozen.inner) {
+                    Ok(inner) => inner.fd,
+                    Err(_) => unreachable!("a Frozen just made has no clone"),
+                };
+                Err(
+                    FrozenError::new(fd, FrozenErrorKind::Io(e), "madvise(MADV_POPULATE_READ)")
+                        .into(),
+                )
+            }
         }
     }
 }
@@ -740,15 +907,15 @@ fn add_freeze_seals(fd: BorrowedFd<'_>) -> Result<(), (FrozenErrorKind, &'static
 
 /// Allocates every hole of a hugetlb memfd (before sealing), so that no reader can SIGBUS
 /// for lack of a free huge page; no-op for other files.
+///
+/// `fallocate` of the whole length: it skips the huge pages that are there already, and it
+/// is the only way to know there is no hole (hugetlbfs has no `SEEK_HOLE`, and `st_blocks`
+/// counts pages past the end too).
 fn allocate_hugetlb_holes(fd: BorrowedFd<'_>) -> io::Result<()> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        let len = sys::file_len(fd)?;
-        if hugetlb_holes(fd, len)?.is_some() {
-            sys::allocate(fd, 0, len)?;
-        }
+    let st = nix::sys::stat::fstat(fd)?;
+    if map::hugetlb_page_size(fd, st.st_blksize as u64)?.is_some() && st.st_size > 0 {
+        sys::allocate(fd, 0, st.st_size as u64)?;
     }
-    let _ = fd;
     Ok(())
 }
 
@@ -900,6 +1067,17 @@ pub enum FrozenErrorKind {
         /// The bytes that are allocated.
         allocated: u64,
     },
+    /// The file has a hole below its end (a page nobody wrote), and full allocation was
+    /// required ([`Frozen::from_fd_fully_allocated`]): reading the hole would allocate a
+    /// page charged to the reader instead of the sender.
+    Sparse {
+        /// The file's size in bytes.
+        len: u64,
+        /// The offset of the first hole (`lseek(SEEK_HOLE)`); `None` for a hugetlb file,
+        /// whose holes cannot be located (hugetlbfs reports the whole file as data), and
+        /// which is therefore refused whenever full allocation is required.
+        first_hole: Option<u64>,
+    },
     /// A system call failed.
     Io(io::Error),
 }
@@ -970,6 +1148,23 @@ impl fmt::Display for FrozenError {
                 "fd {fd} is a hugetlb memfd of {len} bytes of which only {allocated} are \
                  allocated: reading a hole could SIGBUS when no huge page is free"
             ),
+            FrozenErrorKind::Sparse {
+                len,
+                first_hole: Some(hole),
+            } => write!(
+                f,
+                "fd {fd} is a sparse memfd of {len} bytes, not fully allocated: its first hole \
+                 is at offset {hole}; reading it would allocate memory the sender never paid for"
+            ),
+            FrozenErrorKind::Sparse {
+                len,
+                first_hole: None,
+            } => write!(
+                f,
+                "fd {fd} is a hugetlb memfd of {len} bytes, refused where full allocation is \
+                 required: hugetlbfs cannot report holes (lseek says all data, st_blocks counts \
+                 pages past the end), and reading a hole is SIGBUS when no huge page is free"
+            ),
             FrozenErrorKind::Io(e) if e.raw_os_error() == Some(libc::EBUSY) => write!(
                 f,
                 "fd {fd}: {} failed: {e}: a writable shared mapping of the file exists \
@@ -1004,5 +1199,81 @@ impl From<FrozenError> for io::Error {
     /// Keeps the [`FrozenError`] (and its descriptor) as the inner error.
     fn from(e: FrozenError) -> io::Error {
         io::Error::new(e.io_kind(), e)
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A sealable memfd of one page, written through a plain writable shared mapping (no
+    /// `MADV_DONTFORK`): while the mapping lives, `F_SEAL_WRITE` fails with `EBUSY`, as it
+    /// would for a child forked between the crate's `mmap` and `madvise`.
+    fn busy_file() -> (MemFile, memmap2::MmapMut) {
+        let file = MemFile::create_sealable("busy").unwrap();
+        file.set_len(4096).unwrap();
+        // SAFETY: a fresh memfd of this test; nobody else can resize it.
+        let mut map =
+            unsafe { memmap2::MmapOptions::new().len(4096).map_mut(&file.as_fd()) }.unwrap();
+        map[0] = 7;
+        (file, map)
+    }
+
+    /// safety.md §6: the crate's own freeze retries `EBUSY` over about 0.25 s (8 pauses,
+    /// 255 ms in all), then fails with a message that says so and why, and the file comes
+    /// back in the error, unsealed, ready to freeze once the mapping is gone.
+    #[test]
+    fn ebusy_is_retried_for_a_quarter_second_then_reported() {
+        let (file, map) = busy_file();
+        let raw = file.as_fd().as_raw_fd();
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let err = freeze_unmapped_with(file, 4096, |a| attempts.push(a)).unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(attempts, (1..=8).collect::<Vec<_>>());
+        assert_eq!(SEAL_RETRY_DELAYS_MS.iter().sum::<u64>(), 255);
+        // Sleeps last at least as long as asked: a lower bound, not a timing target.
+        assert!(waited >= Duration::from_millis(255), "{waited:?}");
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "fd {raw}: F_ADD_SEALS (retried for 255 ms) failed"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("a writable shared mapping of the file exists"),
+            "{text}"
+        );
+        let fd = err
+            .into_inner()
+            .unwrap()
+            .downcast::<FrozenError>()
+            .unwrap()
+            .into_fd();
+        let file = MemFile::from_fd(fd).unwrap();
+        assert!(!file.get_seals().unwrap().contains(Seal::Write));
+        drop(map);
+        let frozen = freeze_unmapped(file, 4096).unwrap();
+        assert_eq!(frozen[0], 7);
+    }
+
+    /// A mapping that goes away during the retries (the forked child exec'd or exited) lets
+    /// the next attempt succeed.
+    #[test]
+    fn ebusy_retry_succeeds_once_the_mapping_is_gone() {
+        let (file, map) = busy_file();
+        let mut map = Some(map);
+        let mut attempts = Vec::new();
+        let frozen = freeze_unmapped_with(file, 4096, |a| {
+            attempts.push(a);
+            map = None; // the "child" unmaps
+        })
+        .unwrap();
+        assert_eq!(attempts, [1]);
+        assert!(frozen.seals().contains(freeze_seals()));
+        assert_eq!(frozen[0], 7);
     }
 }

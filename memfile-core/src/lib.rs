@@ -124,6 +124,7 @@ pub use options::{CreateOptions, HugeTlb};
 // Buffers: frozen (verified immutable), filled in place, live (owner keeps writing).
 mod frozen;
 mod live;
+mod map;
 mod region;
 
 pub use frozen::{Frozen, FrozenError, FrozenErrorKind};

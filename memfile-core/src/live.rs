@@ -28,9 +28,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use memmap2::{Mmap, MmapMut, MmapOptions, MmapRaw};
+use memmap2::{Mmap, MmapOptions, MmapRaw};
 
-use crate::frozen::{FrozenError, FrozenErrorKind, verify};
+use crate::frozen::{Checks, FrozenError, FrozenErrorKind, verify};
+use crate::map::WritableMap;
 use crate::{MemFile, Seal, Seals, sys};
 
 /// The seals [`LiveWriter::new`] adds: nobody but its mapping writes, the size is final, and
@@ -57,6 +58,13 @@ fn live_accepts(found: Seals) -> bool {
 /// sound; readers in other processes see the stores at some point, in no particular order
 /// unless ordered with [`store_u64`](LiveWriter::store_u64)/[`load_u64`](LiveView::load_u64).
 ///
+/// In a child forked after the writer was created the mapping does not exist (it is
+/// `MADV_DONTFORK`), so there every access panics with a message naming the writer
+/// (`Deref`, `DerefMut`, [`store_u64`](LiveWriter::store_u64),
+/// [`store_u32`](LiveWriter::store_u32)) instead of touching the address, which may hold
+/// another mapping by then; drop leaves it alone. The check is one relaxed atomic load
+/// (see [`WritableRegion`](crate::WritableRegion) and `docs/safety.md`, §6).
+///
 /// ```
 /// use memfile::{LiveView, LiveWriter};
 /// use std::sync::atomic::Ordering;
@@ -76,7 +84,7 @@ fn live_accepts(found: Seals) -> bool {
 /// ```
 pub struct LiveWriter {
     /// `None` when `len == 0`.
-    map: Option<MmapMut>,
+    map: Option<WritableMap>,
     file: MemFile,
 }
 
@@ -90,7 +98,7 @@ impl LiveWriter {
     /// invalid `name` (see [`MemFile::create`]), `EINVAL` from a kernel older than 5.1 (no
     /// `FutureWrite`).
     pub fn new(name: &str, len: usize) -> io::Result<LiveWriter> {
-        let (file, map) = crate::region::create_mapped(name, len)?;
+        let (file, map) = crate::region::create_mapped(name, len, "LiveWriter")?;
         // After the mapping: FutureWrite leaves existing mappings writable, and forbids new ones.
         sys::add_seals(file.as_fd(), live_seals())?;
         Ok(LiveWriter { map, file })
@@ -98,7 +106,7 @@ impl LiveWriter {
 
     /// The number of bytes.
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, |m| m.len())
+        self.map.as_ref().map_or(0, WritableMap::len)
     }
 
     /// Whether the file is empty.
@@ -128,7 +136,8 @@ impl LiveWriter {
     ///
     /// # Panics
     ///
-    /// If `order` is `Acquire` or `AcqRel` (as [`AtomicU64::store`]).
+    /// If `order` is `Acquire` or `AcqRel` (as [`AtomicU64::store`]); in a child forked
+    /// after the writer was created.
     #[must_use = "false means nothing was stored"]
     pub fn store_u64(&mut self, offset: usize, value: u64, order: Ordering) -> bool {
         match self.atomic_ptr::<8>(offset) {
@@ -147,7 +156,8 @@ impl LiveWriter {
     ///
     /// # Panics
     ///
-    /// If `order` is `Acquire` or `AcqRel` (as [`AtomicU32::store`]).
+    /// If `order` is `Acquire` or `AcqRel` (as [`AtomicU32::store`]); in a child forked
+    /// after the writer was created.
     #[must_use = "false means nothing was stored"]
     pub fn store_u32(&mut self, offset: usize, value: u32, order: Ordering) -> bool {
         match self.atomic_ptr::<4>(offset) {
@@ -162,7 +172,7 @@ impl LiveWriter {
     }
 
     fn atomic_ptr<const N: usize>(&mut self, offset: usize) -> Option<*mut u8> {
-        let map = self.map.as_mut()?;
+        let map = self.map.as_mut()?.bytes_mut();
         let end = offset.checked_add(N)?;
         if end > map.len() {
             return None;
@@ -175,14 +185,20 @@ impl LiveWriter {
 impl Deref for LiveWriter {
     type Target = [u8];
 
+    /// # Panics
+    ///
+    /// In a child forked after the writer was created (see [`LiveWriter`]).
     fn deref(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
+        self.map.as_ref().map_or(&[], WritableMap::bytes)
     }
 }
 
 impl DerefMut for LiveWriter {
+    /// # Panics
+    ///
+    /// In a child forked after the writer was created (see [`LiveWriter`]).
     fn deref_mut(&mut self) -> &mut [u8] {
-        self.map.as_deref_mut().unwrap_or(&mut [])
+        self.map.as_mut().map_or(&mut [], WritableMap::bytes_mut)
     }
 }
 
@@ -274,21 +290,28 @@ impl LiveView {
     ///
     /// As [`LiveView::from_fd`], plus [`FrozenErrorKind::TooLarge`].
     pub fn from_fd_with_max_len(fd: OwnedFd, max_len: u64) -> Result<LiveView, FrozenError> {
-        let required = Seal::FutureWrite | Seal::Shrink;
-        let (seals, len) = match verify(fd.as_fd(), max_len, live_accepts, required) {
-            Ok(found) => found,
+        let checks = Checks {
+            max_len,
+            accept: live_accepts,
+            required: Seal::FutureWrite | Seal::Shrink,
+            fully_allocated: false,
+        };
+        let (seals, len, map_len) = match verify(fd.as_fd(), &checks) {
+            Ok(v) => (v.seals, v.len, v.map_len),
             Err((kind, op)) => return Err(FrozenError::new(fd, kind, op)),
         };
+        // `map_len`: whole huge pages for a hugetlb file (see `map::ReadMap`); only the
+        // first `len` bytes are ever read.
         let map = if len == 0 {
             None
         } else {
-            match MmapOptions::new().len(len).map_raw_read_only(&fd) {
+            match MmapOptions::new().len(map_len).map_raw_read_only(&fd) {
                 Ok(m) => Some(ViewMap::Shared(m)),
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) && seals.contains(Seal::Write) => {
                     // SAFETY: the file has Write and Shrink (checked above): its first `len`
                     // bytes can never change or go away; the mapping is only read through
                     // raw pointers anyway.
-                    match unsafe { MmapOptions::new().len(len).map_copy_read_only(&fd) } {
+                    match unsafe { MmapOptions::new().len(map_len).map_copy_read_only(&fd) } {
                         Ok(m) => Some(ViewMap::Private(m)),
                         Err(e) => return Err(FrozenError::new(fd, FrozenErrorKind::Io(e), "mmap")),
                     }

@@ -55,13 +55,84 @@ fn file_kind(mode: libc::mode_t) -> &'static str {
 /// memfd is in no directory), `fstatfs` (tmpfs or hugetlbfs, so that a disk file that happens
 /// to live at `/memfd:x` does not pass), and `F_GETFL` (not an `O_PATH` descriptor, which can
 /// neither be read nor sealed).
+///
+/// The descriptor may come from a process this one does not trust, so the first call is
+/// `F_GET_SEALS`, which answers at once (`EINVAL`, `EBADF` for `O_PATH`) for anything that is
+/// not a tmpfs or hugetlbfs file: `fstat` or `fstatfs` of a FUSE file would wait for the FUSE
+/// daemon, which may be the sender. What such a descriptor is, is then found out without
+/// asking its file system ([`describe_not_shmem`]).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn check_memfd(fd: BorrowedFd<'_>) -> Result<(), String> {
+    if let Err(e) = get_seals(fd) {
+        return Err(describe_not_shmem(fd, &e));
+    }
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     check_memfd_with_link(fd, link)
 }
 
-/// [`check_memfd`] with the `/proc/self/fd/N` link already read (or not readable).
+/// Why `fd`, on which `F_GET_SEALS` failed with `error`, is not a memfd, naming the fd and
+/// what it is, without a call that could wait for its file system.
+///
+/// `F_GETFL` and the `/proc/self/fd/N` link come from the open file itself; the file type
+/// and link count come from `statx(AT_STATX_DONT_SYNC)`, which answers from the cached inode
+/// and never asks the file system (FUSE or NFS) to refresh it; no `fstatfs`: the failed
+/// `F_GET_SEALS` already says the file system is neither tmpfs nor hugetlbfs.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn describe_not_shmem(fd: BorrowedFd<'_>, error: &io::Error) -> String {
+    use nix::fcntl::OFlag;
+
+    let raw = fd.as_raw_fd();
+    let link = std::fs::read_link(format!("/proc/self/fd/{raw}"));
+    let kind = cached_file_kind(fd);
+    let what = match (&link, kind) {
+        (Ok(target), Some(kind)) => format!("{kind} ({})", target.display()),
+        (Ok(target), None) => format!("file ({})", target.display()),
+        (Err(_), Some(kind)) => kind.to_owned(),
+        (Err(_), None) => "file".to_owned(),
+    };
+    if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
+        if OFlag::from_bits_retain(flags).contains(OFlag::O_PATH) {
+            return format!(
+                "fd {raw} is an O_PATH descriptor of a {what}: it can be neither read, written nor sealed"
+            );
+        }
+    }
+    match kind {
+        Some("regular file") => format!(
+            "fd {raw} is not a memfd: it is a {what} on a file system that is neither tmpfs nor \
+             hugetlbfs (F_GET_SEALS: {error})"
+        ),
+        _ => format!("fd {raw} is not a memfd: it is a {what}"),
+    }
+}
+
+/// The file type of `fd` from `statx(AT_STATX_DONT_SYNC)` (cached attributes only), or
+/// `None` if `statx` is not there (Linux before 4.11, seccomp) or fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn cached_file_kind(fd: BorrowedFd<'_>) -> Option<&'static str> {
+    // nix 0.32 has no `statx`; libc has it for glibc, musl and Android.
+    // SAFETY: all-zero bytes are a valid `statx` (plain integers).
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the call; the empty path with `AT_EMPTY_PATH` means `fd`
+    // itself; `stx` is a valid, writable `statx` that the kernel fills.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut stx,
+        )
+    };
+    if rc != 0 || stx.stx_mask & libc::STATX_TYPE == 0 {
+        return None;
+    }
+    Some(file_kind(libc::mode_t::from(stx.stx_mode)))
+}
+
+/// [`check_memfd`] with the `/proc/self/fd/N` link already read (or not readable), for a
+/// file on which `F_GET_SEALS` succeeded (so a tmpfs or hugetlbfs file, which no `fstat` or
+/// `fstatfs` can make wait).
 ///
 /// Without `/proc` (a chroot, a sandbox) the link cannot be read; then an unlinked regular
 /// file on tmpfs or hugetlbfs that answers `F_GET_SEALS` passes. That also lets through a
@@ -98,22 +169,13 @@ fn check_memfd_with_link(
             "fd {raw} is not a memfd: it is a {what} with a name in a directory"
         ));
     }
-    match &link {
-        Ok(target)
-            if !target
-                .as_os_str()
-                .as_encoded_bytes()
-                .starts_with(b"/memfd:") =>
+    if let Ok(target) = &link {
+        if !target
+            .as_os_str()
+            .as_encoded_bytes()
+            .starts_with(b"/memfd:")
         {
             return Err(format!("fd {raw} is not a memfd: it is a {what}"));
-        }
-        Ok(_) => {}
-        Err(_) => {
-            if let Err(e) = fcntl(fd, FcntlArg::F_GET_SEALS) {
-                return Err(format!(
-                    "fd {raw} is not a memfd: it is a {what} without seals ({e})"
-                ));
-            }
         }
     }
     let fs = fstatfs(fd).map_err(|e| format!("fd {raw}: fstatfs failed: {e}"))?;

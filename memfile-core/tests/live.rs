@@ -86,19 +86,32 @@ fn nobody_but_the_writer_can_write() {
         .unwrap();
     assert!(seals.contains(Seal::FutureWrite | Seal::Shrink | Seal::Grow | Seal::Seal));
     let other = MemFile::from_fd(writer.try_clone_fd().unwrap()).unwrap();
-    assert!(other.write_at(b"x", 0).is_err());
-    assert!(other.set_len(0).is_err());
-    assert!(other.set_len(8192).is_err());
-    assert!(other.punch_hole(0, 4096).is_err());
+    // Every refusal is the seals' EPERM (the MemFile errors keep the kind and name the seal).
+    let e = other.write_at(b"x", 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "write: {e}");
+    let e = other.set_len(0).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("Shrink seal"), "{e}");
+    let e = other.set_len(8192).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("Grow seal"), "{e}");
+    let e = other.punch_hole(0, 4096).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     // SAFETY: if this succeeded the test fails; the mapping is not used.
-    assert!(unsafe { MmapOptions::new().len(4096).map_mut(&other.as_fd()) }.is_err());
+    let e = unsafe { MmapOptions::new().len(4096).map_mut(&other.as_fd()) }.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "writable mmap: {e}");
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&writer));
     let reopened = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .unwrap();
-    assert!((&reopened).write_all(b"x").is_err());
+    let e = (&reopened).write_all(b"x").unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "write after reopen: {e}"
+    );
     // ... while the owner's mapping still writes.
     writer[0] = 1;
     let mut one = [0u8; 1];
@@ -200,6 +213,10 @@ fn live_child_reader() {
     };
     let file = std::fs::File::open(&path).unwrap();
     let view = LiveView::from_fd(file.into()).unwrap();
+    // The parent writes only after this line: the view must see a write made after it
+    // was created.
+    assert_eq!(view.load_u64(0, Ordering::Acquire), Some(0));
+    println!("LIVE_CHILD_READY");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while view.load_u64(0, Ordering::Acquire) != Some(1) {
         assert!(std::time::Instant::now() < deadline, "flag never came");
@@ -213,7 +230,12 @@ fn live_child_reader() {
         .write(true)
         .open(&path)
         .unwrap();
-    assert!(rw.write_at(b"child", 8).is_err(), "the child could write");
+    let e = rw.write_at(b"child", 8).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "the child's write: {e}"
+    );
     println!("LIVE_CHILD_OK");
 }
 
@@ -225,20 +247,32 @@ fn another_process_sees_the_writes() {
         std::process::id(),
         std::os::fd::AsRawFd::as_raw_fd(&writer)
     );
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "live_child_reader", "--nocapture"])
         .env("MEMFILE_LIVE_CHILD_PATH", &path)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Wait for the child's view (a ready line, not a sleep): the write below must come
+    // after the view exists, or the test would not show that the view sees later writes.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(n > 0, "the child ended before it was ready: {seen}");
+        seen.push_str(&line);
+        if line.contains("LIVE_CHILD_READY") {
+            break;
+        }
+    }
     writer[8..20].copy_from_slice(b"from parent!");
     assert!(writer.store_u64(0, 1, Ordering::Release));
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    std::io::Read::read_to_string(&mut stdout, &mut seen).unwrap();
+    let status = child.wait().unwrap();
     assert!(
-        out.status.success() && stdout.contains("LIVE_CHILD_OK"),
-        "child: {stdout}"
+        status.success() && seen.contains("LIVE_CHILD_OK"),
+        "child: {seen}"
     );
     assert_eq!(&writer[8..20], b"from parent!");
 }

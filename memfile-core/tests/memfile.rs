@@ -24,6 +24,19 @@ fn is_open(fd: i32) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// The inode number of the file behind fd number `fd`, if it is open. Tests run in
+/// parallel threads, so after a close another test may get the same number at once: a
+/// closed file is told by its inode no longer being behind the number, not by the number
+/// being free.
+fn inode_at(fd: i32) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fstat` writes a `stat` into `st` or fails; on an fd number that is not open
+    // (or was reused) it touches nothing but `st`.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    // SAFETY: `fstat` succeeded, so it initialized `st`.
+    (rc == 0).then(|| unsafe { st.assume_init() }.st_ino)
+}
+
 #[test]
 fn seed_example_compiles_and_seals() -> io::Result<()> {
     let mut file = MemFile::create("foo", CreateOptions::new().allow_sealing(true))?;
@@ -190,8 +203,15 @@ fn fd_conversions() -> io::Result<()> {
     let file = unsafe { MemFile::from_raw_fd(raw2) };
     let fd = file.into_fd();
     assert_eq!(fd.as_raw_fd(), raw);
+    let inode = inode_at(raw).expect("open before the drop");
     drop(fd);
-    assert!(!is_open(raw));
+    // The memfd's inode lives as long as a descriptor of it does, and no other test has
+    // one: if `raw` names it still, the drop did not close it.
+    assert_ne!(
+        inode_at(raw),
+        Some(inode),
+        "fd {raw} still open after the drop"
+    );
     Ok(())
 }
 

@@ -584,13 +584,14 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read;
     /// - [`Error::Protocol`] / [`Error::VersionMismatch`]: the packet does not follow the
-    ///   wire protocol, or its spilled payload is a sparse memfd (fewer bytes allocated
-    ///   than the header announces: a peer could make this side copy bytes it never wrote);
+    ///   wire protocol, or its spilled payload is a sparse memfd (a hole below its end:
+    ///   a peer could make this side copy bytes it never wrote);
     /// - [`Error::MessageTooLarge`], [`Error::TooManyFds`]: over this receiver's [`Limits`];
     /// - [`Error::Truncated`]: larger than the receive buffer (a sender with a raised
     ///   inline limit);
     /// - [`Error::BadBuffer`]: a spilled payload or `Frozen` field is not a properly sealed
-    ///   memfd (or over the mapped-bytes budget);
+    ///   memfd (or over the mapped-bytes budget), or a `Frozen` field is sparse (kind
+    ///   `Sparse`; see [`Limits::allow_sparse_buffers`]);
     /// - [`Error::BadFdKind`], [`Error::FdIndexOutOfRange`], [`Error::FdIndexReused`]: an
     ///   fd field does not match the fds that came;
     /// - [`Error::Codec`]: the bytes are not a `T`;
@@ -703,10 +704,12 @@ impl<T: DeserializeOwned> Receiver<T> {
                 });
             }
             check_allocated(&payload, index)?;
-            let scope = DecodeScope::begin(fds, budget);
+            let scope = DecodeScope::begin(fds, budget)
+                .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
             codec::decode(&payload, &scope)
         } else {
-            let scope = DecodeScope::begin(fds, budget);
+            let scope = DecodeScope::begin(fds, budget)
+                .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
             codec::decode(&buffer[HEADER_LEN..n], &scope)
         }
     }
@@ -717,27 +720,31 @@ impl<T: DeserializeOwned> Receiver<T> {
 ///
 /// A sparse sealed memfd of 2 GiB costs its sender no memory, yet decoding a `Vec<u8>` from
 /// it would make the receiver allocate and copy 2 GiB. An honest sender writes every byte of
-/// its spill memfd (`pwrite`, or a copy through a mapping, see `Frozen::from_bytes`), and
-/// every written page counts in `st_blocks`: 4 KiB pages and (shmem THP) huge pages alike,
-/// swapped-out pages too. The seals rule out punching holes later (`fallocate` refuses
-/// `FALLOC_FL_PUNCH_HOLE` on a write-sealed memfd), so the check cannot be raced. Only the
-/// spill memfd is checked: the crate itself reads all of it, whereas `Frozen` fields are
-/// handed to the application, which reads what it chooses of them (bounded by
-/// [`Limits::max_mapped_bytes`]).
+/// its spill memfd (`pwrite`, or a copy through a mapping, see `Frozen::from_bytes`).
+/// The check is memfile-core's [`Frozen::first_hole`] (`lseek(SEEK_HOLE)`), exact on
+/// tmpfs: `st_blocks` is not, as pages allocated past the end with
+/// `fallocate(FALLOC_FL_KEEP_SIZE)` count there too and can hide holes below it. A hugetlb
+/// spill is refused: hugetlbfs cannot report holes. The seals rule out punching holes later
+/// (`fallocate` refuses `FALLOC_FL_PUNCH_HOLE` on a write-sealed memfd), so the check cannot
+/// be raced. `Frozen` fields are checked the same way when they are decoded, unless
+/// [`Limits::allow_sparse_buffers`] says otherwise; the spill never has that opt-out, as the
+/// crate itself reads all of it.
 fn check_allocated(payload: &Frozen, index: usize) -> Result<()> {
-    let fd = payload.as_fd();
-    let st = nix::sys::stat::fstat(fd).map_err(|e| Error::io("fstat", Some(fd.as_raw_fd()), e))?;
-    let allocated = (st.st_blocks as u64).saturating_mul(512);
+    let fd = payload.as_fd().as_raw_fd();
     let claimed = payload.len() as u64;
-    if allocated >= claimed {
-        return Ok(());
-    }
+    let why = match payload.first_hole() {
+        Ok(None) => return Ok(()),
+        Ok(Some(hole)) => format!("its first hole is at offset {hole}"),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            "it is a hugetlb memfd, whose holes cannot be found".to_owned()
+        }
+        Err(e) => return Err(Error::io("lseek", Some(fd), e)),
+    };
     Err(Error::Protocol {
         detail: format!(
-            "spilled payload memfd (fd #{index}, received as fd {}) has only {allocated} of its \
-             {claimed} bytes allocated: a sparse file makes the receiver pay for bytes the \
-             sender never wrote",
-            fd.as_raw_fd()
+            "spilled payload memfd (fd #{index}, received as fd {fd}) does not have all of its \
+             {claimed} bytes allocated ({why}): a sparse file makes the receiver pay for bytes \
+             the sender never wrote"
         ),
     })
 }

@@ -76,8 +76,10 @@ pub enum Error {
         detail: String,
     },
     /// An fd that must be a sealed buffer (a `Frozen` field, or the memfd of a spilled
-    /// message) is not one: not a memfd, not sealed against writing and shrinking, or
-    /// larger than allowed. The fd was closed (so that an error kept around holds no fd).
+    /// message) is not one: not a memfd, not sealed against writing and shrinking,
+    /// larger than allowed, or (a `Frozen` field, unless
+    /// [`Limits::allow_sparse_buffers`](crate::Limits::allow_sparse_buffers)) sparse. The fd
+    /// was closed (so that an error kept around holds no fd).
     BadBuffer {
         /// Its index in the packet's fd list.
         index: usize,
@@ -114,7 +116,7 @@ pub enum Error {
     FdOutsideChannel,
     /// The packet does not follow the wire protocol (`docs/protocol.md`): bad magic, unknown
     /// flags, lengths or fd counts that differ from what arrived, a spilled payload in a
-    /// sparse memfd (fewer bytes allocated than announced), ...
+    /// sparse memfd (a hole below its end), ...
     Protocol {
         /// What was wrong.
         detail: String,

@@ -71,6 +71,9 @@ struct DecodeTable {
     fds: Vec<Option<OwnedFd>>,
     /// Bytes of `Frozen` buffers this message may still map.
     mapped_budget: u64,
+    /// [`Limits::allow_sparse_buffers`](crate::Limits::allow_sparse_buffers): whether a
+    /// `Frozen` field may have holes.
+    allow_sparse: bool,
     error: Option<Error>,
 }
 
@@ -150,12 +153,24 @@ impl DecodeScope {
         let table = DecodeTable {
             fds: fds.into_iter().map(Some).collect(),
             mapped_budget,
+            allow_sparse: false,
             error: None,
         };
         DecodeScope {
             previous: DECODE.with(|t| t.borrow_mut().replace(table)),
             active: true,
         }
+    }
+
+    /// Lets `Frozen` fields of this message have holes
+    /// ([`Limits::allow_sparse_buffers`](crate::Limits::allow_sparse_buffers)).
+    pub(crate) fn allow_sparse_buffers(self, allow: bool) -> DecodeScope {
+        DECODE.with(|t| {
+            if let Some(table) = t.borrow_mut().as_mut() {
+                table.allow_sparse = allow;
+            }
+        });
+        self
     }
 
     /// The typed error a field raised (if any), taken out of the table.
@@ -299,9 +314,16 @@ pub trait FdKind: Sized + private::Sealed {
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self>;
 }
 
+/// Whether the message being decoded lets `Frozen` fields have holes.
+fn sparse_allowed() -> bool {
+    DECODE.with(|t| t.borrow().as_ref().is_some_and(|t| t.allow_sparse))
+}
+
 impl private::Sealed for Frozen {}
-/// Received: verified with [`Frozen::from_fd_with_max_len`] (seals ⊇ `Write | Shrink`,
-/// mapped read-only) against the message's remaining mapped-bytes budget.
+/// Received: verified with [`Frozen::from_fd_fully_allocated`] (seals ⊇ `Write | Shrink`, no
+/// hole below the end, not hugetlb; mapped read-only) against the message's remaining
+/// mapped-bytes budget; with [`Limits::allow_sparse_buffers`](crate::Limits::allow_sparse_buffers),
+/// with [`Frozen::from_fd_with_max_len`] (holes allowed).
 impl FdKind for Frozen {
     const EXPECTED: &'static str = "a sealed memfd (seals Write and Shrink)";
 
@@ -310,8 +332,12 @@ impl FdKind for Frozen {
     }
 
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self> {
-        let frozen =
-            Frozen::from_fd_with_max_len(fd, *budget).map_err(|e| Error::bad_buffer(index, e))?;
+        let frozen = if sparse_allowed() {
+            Frozen::from_fd_with_max_len(fd, *budget)
+        } else {
+            Frozen::from_fd_fully_allocated(fd, *budget)
+        }
+        .map_err(|e| Error::bad_buffer(index, e))?;
         *budget = budget.saturating_sub(frozen.len() as u64);
         Ok(frozen)
     }

@@ -13,6 +13,7 @@
 /// | [`max_fds`](Limits::max_fds) | 253 (the kernel's `SCM_MAX_FD`) |
 /// | [`max_mapped_bytes`](Limits::max_mapped_bytes) | 16 GiB ([`Limits::DEFAULT_MAX_MAPPED_BYTES`]) |
 /// | [`inline_limit`](Limits::inline_limit) | derived from the socket's `SO_SNDBUF` |
+/// | [`allow_sparse_buffers`](Limits::allow_sparse_buffers) | `false`: received `Frozen` fields must be fully allocated |
 ///
 /// ```
 /// use memfile::ipc::Limits;
@@ -28,6 +29,7 @@ pub struct Limits {
     max_fds: usize,
     max_mapped_bytes: u64,
     inline_limit: Option<usize>,
+    allow_sparse_buffers: bool,
 }
 
 impl Limits {
@@ -77,6 +79,41 @@ impl Limits {
         self
     }
 
+    /// Whether a received `Frozen` field may be a sparse file (holes below its end).
+    ///
+    /// By default (`false`) every `Frozen` field is checked with memfile-core's
+    /// `Frozen::from_fd_fully_allocated`: a file with a hole (found with
+    /// `lseek(SEEK_HOLE)`), or a hugetlb file (whose holes cannot be found), is refused
+    /// with [`Error::BadBuffer`](crate::Error::BadBuffer) of kind `Sparse`. A sparse
+    /// sealed file costs its sender nothing, and every hole the receiver reads becomes a
+    /// page of zeros charged to the receiver (under `vm.overcommit_memory = 2`, or for a
+    /// hugetlb file with no free huge page, the read can even be `SIGBUS`). The crate's
+    /// own producers (`MemFile::freeze`, `Frozen::build`, `Frozen::from_bytes`,
+    /// `WritableRegion::freeze`) always make fully allocated buffers.
+    ///
+    /// `true` accepts sparse buffers (still bounded by
+    /// [`max_mapped_bytes`](Limits::max_mapped_bytes)): for peers you trust that send
+    /// large, mostly empty buffers on purpose. The spilled payload of a large message is
+    /// checked either way, as the receiver reads all of it.
+    ///
+    /// ```
+    /// use memfile_ipc::Limits;
+    ///
+    /// assert!(!Limits::default().get_allow_sparse_buffers());
+    /// let trusting = Limits::default().allow_sparse_buffers(true);
+    /// assert!(trusting.get_allow_sparse_buffers());
+    /// ```
+    #[must_use]
+    pub fn allow_sparse_buffers(mut self, allow: bool) -> Limits {
+        self.allow_sparse_buffers = allow;
+        self
+    }
+
+    /// The current [`allow_sparse_buffers`](Limits::allow_sparse_buffers).
+    pub fn get_allow_sparse_buffers(&self) -> bool {
+        self.allow_sparse_buffers
+    }
+
     /// The current [`max_message_bytes`](Limits::max_message_bytes).
     pub fn get_max_message_bytes(&self) -> u64 {
         self.max_message_bytes
@@ -105,6 +142,7 @@ impl Default for Limits {
             max_fds: crate::raw::MAX_FDS_PER_PACKET,
             max_mapped_bytes: Limits::DEFAULT_MAX_MAPPED_BYTES,
             inline_limit: None,
+            allow_sparse_buffers: false,
         }
     }
 }
