@@ -177,7 +177,7 @@ impl Frozen {
     /// As [`Frozen::from_fd_with_max_len`], plus [`FrozenErrorKind::Sparse`].
     ///
     /// ```
-    /// use memfile_core::{Frozen, FrozenErrorKind, MemFile};
+    /// use memfile::{Frozen, FrozenErrorKind, MemFile};
     ///
     /// // Written in full: accepted.
     /// let whole = Frozen::from_bytes("whole", &[1; 8192])?;
@@ -187,7 +187,7 @@ impl Frozen {
     /// let file = MemFile::create_sealable("sparse")?;
     /// file.set_len(8192)?;
     /// std::os::unix::fs::FileExt::write_at(&file, b"head", 0)?;
-    /// file.add_seals(memfile_core::Seal::Write | memfile_core::Seal::Shrink)?;
+    /// file.add_seals(memfile::Seal::Write | memfile::Seal::Shrink)?;
     /// let err = Frozen::from_fd_fully_allocated(file.into_fd(), 1 << 20).unwrap_err();
     /// assert!(matches!(
     ///     err.kind(),
@@ -561,7 +561,7 @@ impl Frozen {
     /// its whole length as data, holes included).
     ///
     /// ```
-    /// use memfile_core::Frozen;
+    /// use memfile::Frozen;
     ///
     /// let f = Frozen::build("mostly-zeros", 1 << 20, |buf| buf[0] = 1)?;
     /// assert_eq!(f.first_hole()?, None); // untouched pages were allocated as zeros

@@ -97,7 +97,7 @@ impl Limits {
     /// checked either way, as the receiver reads all of it.
     ///
     /// ```
-    /// use memfile_ipc::Limits;
+    /// use memfile::ipc::Limits;
     ///
     /// assert!(!Limits::default().get_allow_sparse_buffers());
     /// let trusting = Limits::default().allow_sparse_buffers(true);
