@@ -594,6 +594,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// - [`Error::BadFdKind`], [`Error::FdIndexOutOfRange`], [`Error::FdIndexReused`]: an
     ///   fd field does not match the fds that came;
     /// - [`Error::Codec`]: the bytes are not a `T`;
+    /// - [`Error::HeapLimitExceeded`]: decoding it would need more heap than
+    ///   [`Limits::heap_budget`] allows;
     /// - [`Error::Io`]: `recvmsg` failed otherwise.
     ///
     /// After any of these but `Disconnected` and `Io`, the receiver is still usable.
@@ -704,10 +706,11 @@ impl<T: DeserializeOwned> Receiver<T> {
             }
             check_allocated(&payload, index)?;
             let scope = DecodeScope::begin(fds, budget);
-            codec::decode(&payload, &scope)
+            codec::decode(&payload, self.limits.heap_budget(header.payload_len), &scope)
         } else {
             let scope = DecodeScope::begin(fds, budget);
-            codec::decode(&buffer[HEADER_LEN..n], &scope)
+            let heap = self.limits.heap_budget(header.payload_len);
+            codec::decode(&buffer[HEADER_LEN..n], heap, &scope)
         }
     }
 }
