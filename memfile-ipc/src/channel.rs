@@ -706,7 +706,11 @@ impl<T: DeserializeOwned> Receiver<T> {
             }
             check_allocated(&payload, index)?;
             let scope = DecodeScope::begin(fds, budget);
-            codec::decode(&payload, self.limits.heap_budget(header.payload_len), &scope)
+            codec::decode(
+                &payload,
+                self.limits.heap_budget(header.payload_len),
+                &scope,
+            )
         } else {
             let scope = DecodeScope::begin(fds, budget);
             let heap = self.limits.heap_budget(header.payload_len);

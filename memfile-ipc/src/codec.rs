@@ -489,9 +489,7 @@ fn take_element<E: de::Error>() -> Result<(), E> {
 
 /// `hint` capped at the elements that the rest of the payload can encode (one per byte).
 fn cap_hint(hint: usize) -> usize {
-    let left = ELEMENTS_LEFT
-        .with(Cell::get)
-        .saturating_sub(ELEMENT_SLACK);
+    let left = ELEMENTS_LEFT.with(Cell::get).saturating_sub(ELEMENT_SLACK);
     hint.min(usize::try_from(left).unwrap_or(usize::MAX))
 }
 
@@ -880,9 +878,15 @@ mod tests {
     fn small_collections_of_zero_sized_values_still_decode() {
         let scope = DecodeScope::begin(Vec::new(), 0);
         let payload = encode_plain(&vec![(); 1000]);
-        assert_eq!(decode::<Vec<()>>(&payload, u64::MAX, &scope).unwrap().len(), 1000);
+        assert_eq!(
+            decode::<Vec<()>>(&payload, u64::MAX, &scope).unwrap().len(),
+            1000
+        );
         let payload = encode_plain(&vec![7u8; 100_000]);
-        assert_eq!(decode::<Vec<u8>>(&payload, u64::MAX, &scope).unwrap().len(), 100_000);
+        assert_eq!(
+            decode::<Vec<u8>>(&payload, u64::MAX, &scope).unwrap().len(),
+            100_000
+        );
     }
 
     #[test]
