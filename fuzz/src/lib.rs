@@ -105,8 +105,8 @@ pub fn make_fd(kind: u8) -> OwnedFd {
         5 => RawSocket::pair().unwrap().0.into_fd(),
         6 => std::fs::File::open("/dev/null").unwrap().into(),
         7 => {
-            let (r, _w) = std::io::pipe().unwrap();
-            r.into()
+            let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            r
         }
         8 => Frozen::from_bytes("fuzz", b"")
             .unwrap()

@@ -30,12 +30,15 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A fuzz target's entry point.
+type Run = fn(&[u8]) -> Option<Result<harness::Msg, memfile_ipc::Error>>;
+
 /// One test for both targets: the harness counts this process's fds, which a test running
 /// in parallel would disturb.
 #[test]
 fn fuzz_corpora_replay() {
     let start = Instant::now();
-    let targets: [(&str, fn(&[u8]) -> _); 2] = [
+    let targets: [(&str, Run); 2] = [
         ("packet", harness::run_packet),
         ("typed_fds", harness::run_typed),
     ];
@@ -65,7 +68,7 @@ fn fuzz_corpora_replay() {
              seed_corpus`",
             file.display()
         );
-        let run = if r.target == "packet" {
+        let run: Run = if r.target == "packet" {
             harness::run_packet
         } else {
             harness::run_typed
