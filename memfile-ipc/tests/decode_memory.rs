@@ -305,6 +305,17 @@ fn maps_and_sets_stay_within_the_bound() {
         &entries((SMALL_MAX as usize - 16) / 3, &[]),
         BTreeMap::from([(1u32, ())]),
     );
+    // Keys that are collections themselves: 16 000 distinct 2-byte `Vec<u8>` keys.
+    let mut p = varint(n as u64);
+    for i in 0..n {
+        p.extend_from_slice(&[2, (i >> 8) as u8, i as u8, 0]);
+    }
+    measure(
+        "HashMap<Vec<u8>, Option<[u64; 8]>>",
+        small(),
+        &p,
+        HashMap::from([(vec![1u8], None::<[u64; 8]>)]),
+    );
     measure(
         "HashMap<u32, Option<[u64; 8]>>, default limits",
         Limits::default(),
