@@ -5,7 +5,9 @@
 //! integers). Decoding always runs with a byte limit (bincode counts the in-memory size of
 //! what it decodes), between 16 and 64 times the payload, and reads strings and byte buffers
 //! through their borrowed form, so a length prefix that claims more than the message holds
-//! fails before anything is allocated for it.
+//! fails before anything is allocated for it. Wrappers around bincode's deserializer also
+//! bound the collection elements, the heap and the nesting depth of one message (each in
+//! its section below).
 
 use bincode::config;
 use bincode::enc::write::Writer;
