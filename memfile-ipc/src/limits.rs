@@ -91,7 +91,9 @@ impl Limits {
     /// A message whose decoding would need more is refused with
     /// [`Error::HeapLimitExceeded`](crate::Error) (its fds closed, the connection usable)
     /// before the memory is allocated. Raise it for message types that are much larger in
-    /// memory than on the wire (long sequences of `None`s of a large `Option`, say).
+    /// memory than on the wire (long sequences of `None`s of a large `Option`, say). Every
+    /// value is valid: `Some(0)` refuses every message whose decoding allocates, and
+    /// `Some(u64::MAX)` turns the check off.
     ///
     /// ```
     /// use memfile_ipc::Limits;
