@@ -1,12 +1,13 @@
 //! Writes the seed corpus: valid packets captured from the crate's own `Sender`, in the
-//! input formats of both targets, into `fuzz/seeds/{packet,typed_fds}/`.
+//! input formats of both targets, and the regression inputs of `memfile_fuzz::regressions`
+//! (`regress-*`), into `fuzz/seeds/{packet,typed_fds}/`.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
 use memfile_core::{Frozen, MemFile};
-use memfile_fuzz::{Msg, Shape};
+use memfile_fuzz::{Msg, Shape, Tree};
 use memfile_ipc::raw::{RawSocket, RecvMode};
 use memfile_ipc::{Fd, Sender};
 
@@ -33,6 +34,9 @@ fn main() {
         file: None,
         others: Vec::new(),
         reply: None,
+        wide: Vec::new(),
+        units: Vec::new(),
+        tree: None,
     };
     let mut msgs = vec![base()];
     msgs.push(Msg {
@@ -62,6 +66,15 @@ fn main() {
         bytes: Vec::new(),
         ..base()
     });
+    msgs.push(Msg {
+        wide: vec![None, Some([u64::MAX; 32]), None],
+        units: vec![(); 300],
+        tree: Some(Box::new(Tree::Many(vec![
+            Tree::Leaf,
+            Tree::One(Box::new(Tree::Many(Vec::new()))),
+        ]))),
+        ..base()
+    });
     for dir in ["packet", "typed_fds"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
@@ -87,9 +100,15 @@ fn main() {
         input.extend_from_slice(&packet);
         std::fs::write(root.join("typed_fds").join(format!("valid-{i}")), &input).unwrap();
     }
+    // The hostile cases of issue 10 that the targets can express (see `regressions`).
+    let regressions = memfile_fuzz::regressions();
+    for r in &regressions {
+        std::fs::write(root.join(r.target).join(r.name), &r.input).unwrap();
+    }
     println!(
-        "wrote {} seeds per target to {}",
+        "wrote {} seeds per target and {} regression inputs to {}",
         msgs.len(),
+        regressions.len(),
         root.display()
     );
 }

@@ -595,6 +595,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// - [`Error::BadFdKind`], [`Error::FdIndexOutOfRange`], [`Error::FdIndexReused`]: an
     ///   fd field does not match the fds that came;
     /// - [`Error::Codec`]: the bytes are not a `T`;
+    /// - [`Error::HeapLimitExceeded`]: decoding it would need more heap than
+    ///   [`Limits::heap_budget`] allows;
     /// - [`Error::Io`]: `recvmsg` failed otherwise.
     ///
     /// After any of these but `Disconnected` and `Io`, the receiver is still usable.
@@ -706,11 +708,13 @@ impl<T: DeserializeOwned> Receiver<T> {
             check_allocated(&payload, index)?;
             let scope = DecodeScope::begin(fds, budget)
                 .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
-            codec::decode(&payload, &scope)
+            let heap = self.limits.heap_budget(header.payload_len);
+            codec::decode(&payload, heap, &scope)
         } else {
             let scope = DecodeScope::begin(fds, budget)
                 .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
-            codec::decode(&buffer[HEADER_LEN..n], &scope)
+            let heap = self.limits.heap_budget(header.payload_len);
+            codec::decode(&buffer[HEADER_LEN..n], heap, &scope)
         }
     }
 }

@@ -75,6 +75,16 @@ pub enum Error {
         /// bincode's description of the problem.
         detail: String,
     },
+    /// Decoding the received message would need more heap than its budget
+    /// ([`Limits::heap_budget`](crate::Limits::heap_budget)): a message much larger in
+    /// memory than on the wire. Refused before the memory was allocated; its fds were closed.
+    HeapLimitExceeded {
+        /// The heap the decoder had charged when it stopped, with the charge it refused (a
+        /// lower bound of what the whole message would need).
+        at_least: u64,
+        /// The budget.
+        max: u64,
+    },
     /// An fd that must be a sealed buffer (a `Frozen` field, or the memfd of a spilled
     /// message) is not one: not a memfd, not sealed against writing and shrinking,
     /// larger than allowed, or (a `Frozen` field, unless
@@ -198,6 +208,11 @@ impl fmt::Display for Error {
                 encoding: true,
                 detail,
             } => write!(f, "cannot encode message: {detail}"),
+            Error::HeapLimitExceeded { at_least, max } => write!(
+                f,
+                "decoding the message needs at least {at_least} bytes of heap, more than its \
+                 budget of {max} bytes (Limits::max_heap_bytes)"
+            ),
             Error::Codec {
                 encoding: false,
                 detail,

@@ -14,6 +14,7 @@
 /// | [`max_mapped_bytes`](Limits::max_mapped_bytes) | 16 GiB ([`Limits::DEFAULT_MAX_MAPPED_BYTES`]) |
 /// | [`inline_limit`](Limits::inline_limit) | derived from the socket's `SO_SNDBUF` |
 /// | [`allow_sparse_buffers`](Limits::allow_sparse_buffers) | `false`: received `Frozen` fields must be fully allocated |
+/// | [`max_heap_bytes`](Limits::max_heap_bytes) | 32 bytes per payload byte + 1 MiB ([`Limits::heap_budget`]) |
 ///
 /// ```
 /// use memfile::ipc::Limits;
@@ -30,6 +31,7 @@ pub struct Limits {
     max_mapped_bytes: u64,
     inline_limit: Option<usize>,
     allow_sparse_buffers: bool,
+    max_heap_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -39,6 +41,12 @@ impl Limits {
     /// Default for [`max_mapped_bytes`](Limits::max_mapped_bytes): 16 GiB. Mapping a
     /// sealed buffer costs address space, not memory, until it is read.
     pub const DEFAULT_MAX_MAPPED_BYTES: u64 = 16 << 30;
+    /// The default heap budget of a received message, per byte of its payload: see
+    /// [`heap_budget`](Limits::heap_budget).
+    pub const DEFAULT_HEAP_BYTES_PER_PAYLOAD_BYTE: u64 = 32;
+    /// The default heap budget's fixed allowance, 1 MiB: see
+    /// [`heap_budget`](Limits::heap_budget).
+    pub const DEFAULT_HEAP_ALLOWANCE: u64 = 1 << 20;
 
     /// The largest encoded message (the bincode payload, inline or spilled into a memfd).
     ///
@@ -114,6 +122,53 @@ impl Limits {
         self.allow_sparse_buffers
     }
 
+    /// The most heap memory that decoding one received message may charge, or `None` (the
+    /// default) for `32 × payload length + 1 MiB`: see [`heap_budget`](Limits::heap_budget).
+    ///
+    /// A message whose decoding would need more is refused with
+    /// [`Error::HeapLimitExceeded`](crate::Error) (its fds closed, the connection usable)
+    /// before the memory is allocated. Raise it for message types that are much larger in
+    /// memory than on the wire (long sequences of `None`s of a large `Option`, say). Every
+    /// value is valid: `Some(0)` refuses every message whose decoding allocates, and
+    /// `Some(u64::MAX)` turns the check off.
+    ///
+    /// ```
+    /// use memfile_ipc::Limits;
+    ///
+    /// let limits = Limits::default().max_heap_bytes(Some(64 << 20));
+    /// assert_eq!(limits.heap_budget(10), 64 << 20);
+    /// assert_eq!(Limits::default().heap_budget(1000), 32 * 1000 + (1 << 20));
+    /// ```
+    #[must_use]
+    pub fn max_heap_bytes(mut self, bytes: Option<u64>) -> Limits {
+        self.max_heap_bytes = bytes;
+        self
+    }
+
+    /// The heap budget of a received message whose payload is `payload_len` bytes:
+    /// [`max_heap_bytes`](Limits::max_heap_bytes) if set, otherwise
+    /// `DEFAULT_HEAP_BYTES_PER_PAYLOAD_BYTE × payload_len + DEFAULT_HEAP_ALLOWANCE`
+    /// (32 bytes per payload byte plus 1 MiB).
+    ///
+    /// The decoder charges against it, before allocating, the storage of every sequence and
+    /// map as it grows (a `Vec`'s buffer, with the old and new buffer of a reallocation;
+    /// other collections 4 × the element size + 24 bytes per element), every string and
+    /// byte buffer, and every value decoded behind a pointer (`Box`) larger than the
+    /// pointer. What a message can cost beyond the budget is small and bounded (see
+    /// docs/security.md, "Heap per message").
+    pub fn heap_budget(&self, payload_len: u64) -> u64 {
+        self.max_heap_bytes.unwrap_or_else(|| {
+            payload_len
+                .saturating_mul(Limits::DEFAULT_HEAP_BYTES_PER_PAYLOAD_BYTE)
+                .saturating_add(Limits::DEFAULT_HEAP_ALLOWANCE)
+        })
+    }
+
+    /// The current [`max_heap_bytes`](Limits::max_heap_bytes).
+    pub fn get_max_heap_bytes(&self) -> Option<u64> {
+        self.max_heap_bytes
+    }
+
     /// The current [`max_message_bytes`](Limits::max_message_bytes).
     pub fn get_max_message_bytes(&self) -> u64 {
         self.max_message_bytes
@@ -143,6 +198,7 @@ impl Default for Limits {
             max_mapped_bytes: Limits::DEFAULT_MAX_MAPPED_BYTES,
             inline_limit: None,
             allow_sparse_buffers: false,
+            max_heap_bytes: None,
         }
     }
 }
