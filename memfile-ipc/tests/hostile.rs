@@ -472,6 +472,17 @@ fn huge_length_claims_allocate_nothing_big() {
         SMALL_SEQUENCE,
         "",
     );
+    // The cap exactly: a `Vec<u64>` claim followed by 4000 bytes gets at most one element
+    // (8 bytes) of capacity per payload byte.
+    let payload = claim(1 << 60, &[1; 4000]);
+    huge_claim(
+        "Vec<u64> of 2^60 in 4009 bytes",
+        &payload,
+        vec![7u64, 8],
+        true,
+        8 * payload.len(),
+        "",
+    );
     huge_claim(
         "Vec<u8> of 2^60",
         &claim(1 << 60, &[1, 2, 3]),
