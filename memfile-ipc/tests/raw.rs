@@ -544,13 +544,22 @@ fn interrupted_recv_and_send_are_retried() {
         let (tx, rx) = std::sync::mpsc::channel();
         let receiver = std::thread::spawn(move || {
             // SAFETY: pthread_self has no preconditions.
-            tx.send(unsafe { libc::pthread_self() }).unwrap();
+            tx.send((unsafe { libc::pthread_self() }, gettid()))
+                .unwrap();
             let mut buf = [0u8; 16];
             let mut fds = Vec::new();
             let n = b.recv(&mut buf, &mut fds, mode).map(|n| buf[..n].to_vec());
             (n, b)
         });
-        let thread = rx.recv().unwrap();
+        let (thread, tid) = rx.recv().unwrap();
+        // The signals interrupt a receive that sleeps in the kernel (recvmsg when blocking,
+        // poll with a deadline), not one that has yet to start.
+        let waits_in = if matches!(mode, RecvMode::Blocking) {
+            RECVMSG
+        } else {
+            POLL
+        };
+        wait_until_blocked_in(tid, waits_in);
         let before = SIGNALS_SEEN.load(Ordering::SeqCst);
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(10));
@@ -558,11 +567,14 @@ fn interrupted_recv_and_send_are_retried() {
             // we join it only below), so its pthread_t is valid.
             unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
         }
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            SIGNALS_SEEN.load(Ordering::SeqCst) > before,
-            "no signal was delivered"
-        );
+        // Handled (the handler ran in the receiver), then the receive went back to sleep
+        // in the kernel: EINTR was retried, not returned.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while SIGNALS_SEEN.load(Ordering::SeqCst) == before {
+            assert!(Instant::now() < deadline, "no signal was delivered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wait_until_blocked_in(tid, waits_in);
         a.send(&[IoSlice::new(b"through")], &[]).unwrap();
         let (got, _b) = receiver.join().unwrap();
         assert_eq!(got.unwrap(), b"through", "{mode:?}");
@@ -574,10 +586,13 @@ fn interrupted_recv_and_send_are_retried() {
     let (tx, rx) = std::sync::mpsc::channel();
     let sender = std::thread::spawn(move || {
         // SAFETY: pthread_self has no preconditions.
-        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        tx.send((unsafe { libc::pthread_self() }, gettid()))
+            .unwrap();
         a.send(&[IoSlice::new(b"blocked")], &[]).map(|()| a)
     });
-    let thread = rx.recv().unwrap();
+    let (thread, tid) = rx.recv().unwrap();
+    wait_until_blocked_in(tid, SENDMSG);
+    let before = SIGNALS_SEEN.load(Ordering::SeqCst);
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(10));
         // SAFETY: the sender is blocked (the buffer is full until we drain below).
@@ -592,6 +607,10 @@ fn interrupted_recv_and_send_are_retried() {
     let n = b.recv(&mut buf, &mut fds, RecvMode::Blocking).unwrap();
     assert_eq!(&buf[..n], b"blocked");
     sender.join().unwrap().unwrap();
+    assert!(
+        SIGNALS_SEEN.load(Ordering::SeqCst) > before,
+        "no signal reached the blocked send"
+    );
 
     // SAFETY: restores the previous disposition.
     unsafe { sigaction(Signal::SIGUSR1, &old) }.unwrap();
