@@ -149,9 +149,54 @@ fn fd_and_mapped_limits() {
     ));
     tx.send(&vec![f(), f()]).unwrap();
     let r = rx.recv();
-    assert!(matches!(r, Err(Error::BadBuffer { index: 1, .. })), "{r:?}");
+    // 100 + 100 bytes over a budget of 150: the second buffer is too large for what is left.
+    assert!(
+        matches!(
+            r,
+            Err(Error::BadBuffer {
+                index: 1,
+                kind: memfile_core::FrozenErrorKind::TooLarge { len: 100, max: 50 },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
     tx.send(&vec![f()]).unwrap();
     assert_eq!(rx.recv().unwrap().len(), 1);
+}
+
+/// `max_fds` above the kernel's `SCM_MAX_FD` (253) is clamped to it: 253 fd fields travel,
+/// 254 are refused by the sender before anything is sent.
+#[test]
+fn max_fds_is_clamped_to_253() {
+    for asked in [254, 1000, usize::MAX] {
+        assert_eq!(
+            Limits::default().max_fds(asked).get_max_fds(),
+            253,
+            "{asked}"
+        );
+    }
+    assert_eq!(Limits::default().get_max_fds(), 253);
+    assert_eq!(Limits::default().max_fds(252).get_max_fds(), 252);
+    let (tx, rx) = channel::<Vec<Fd<Frozen>>>().unwrap();
+    let many = Limits::default().max_fds(usize::MAX);
+    let (tx, rx) = (tx.with_limits(many), rx.with_limits(many));
+    let f = Frozen::from_bytes("x", b"x").unwrap();
+    let fields = |n: usize| (0..n).map(|_| Fd::new(f.clone())).collect::<Vec<_>>();
+    tx.send(&fields(253)).unwrap();
+    assert_eq!(rx.recv().unwrap().len(), 253);
+    let r = tx.send(&fields(254));
+    assert!(
+        matches!(
+            r,
+            Err(Error::TooManyFds {
+                count: 254,
+                max: 253
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
 }
 
 #[test]
@@ -264,12 +309,14 @@ fn try_send_would_block_when_full() {
 
 #[test]
 fn fd_fields_outside_a_channel_fail() {
+    // Error::FdOutsideChannel, reported through the serde error of the format used.
+    let outside = Error::FdOutsideChannel.to_string();
     let f = Fd::new(Frozen::from_bytes("x", b"x").unwrap());
-    let r = bincode::serde::encode_to_vec(&f, bincode::config::standard());
-    assert!(r.is_err());
-    let r: Result<(Fd<Frozen>, usize), _> =
-        bincode::serde::decode_from_slice(&[0], bincode::config::standard());
-    assert!(r.is_err());
+    let e = bincode::serde::encode_to_vec(&f, bincode::config::standard()).unwrap_err();
+    assert!(e.to_string().contains(&outside), "{e}");
+    let e = bincode::serde::decode_from_slice::<Fd<Frozen>, _>(&[0], bincode::config::standard())
+        .unwrap_err();
+    assert!(e.to_string().contains(&outside), "{e}");
 }
 
 /// A message whose `Serialize` panics after an fd field was recorded.

@@ -4,6 +4,7 @@
 //! signal dispositions, which parallel test threads would disturb.
 
 mod util_raw;
+mod util_syscall;
 
 use std::fs::File;
 use std::io::{IoSlice, Read, Seek, Write};
@@ -16,6 +17,7 @@ use memfile_ipc::Error;
 use memfile_ipc::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
 use util_raw::{fd_count, file_id, is_cloexec, serial};
+use util_syscall::{POLL, RECVMSG, SENDMSG, gettid, wait_until_blocked_in};
 
 fn tmpfile(content: &[u8]) -> File {
     let mut f = tempfile_in_tmp();
@@ -236,8 +238,10 @@ fn send_to_closed_peer_is_disconnected_without_sigpipe() {
     let (a, b) = RawSocket::pair().unwrap();
     drop(b);
     // The Rust runtime ignores SIGPIPE; restore the default (terminate) so that a SIGPIPE
-    // would kill this test binary. (Linux raises SIGPIPE for SOCK_STREAM only; for
-    // SOCK_SEQPACKET the send fails with EPIPE either way, and MSG_NOSIGNAL is insurance.)
+    // would kill this test binary. (Linux 6.18 raises SIGPIPE for SOCK_STREAM only; for
+    // SOCK_SEQPACKET the send fails with EPIPE with or without MSG_NOSIGNAL, so this test
+    // cannot tell whether the flag is passed: `full_buffer_try_send_would_block_and_send_
+    // waits_for_the_reader` reads the flags of a blocked `sendmsg` for that.)
     // SAFETY: SIG_DFL is not a Rust function; the file-wide lock keeps other tests of this
     // binary from relying on the disposition meanwhile.
     let old = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
@@ -280,11 +284,21 @@ fn recv_from_closed_peer_drains_then_is_disconnected() {
 fn recv_blocked_while_peer_closes_returns_disconnected() {
     let _g = serial();
     let (a, b) = RawSocket::pair().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
         let mut fds = Vec::new();
         b.recv(&mut [0u8; 8], &mut fds, RecvMode::Blocking)
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // The peer closes only once the receiver sleeps in recvmsg, not before it got there.
+    let call = wait_until_blocked_in(tid_rx.recv().unwrap(), RECVMSG);
+    // Received fds are close-on-exec atomically: the flag is passed to the recvmsg call
+    // that installs them (its third argument), not set afterwards with fcntl.
+    assert_ne!(
+        call.args[2] & libc::MSG_CMSG_CLOEXEC as u64,
+        0,
+        "recvmsg without MSG_CMSG_CLOEXEC: {call:?}"
+    );
     drop(a);
     assert!(matches!(t.join().unwrap(), Err(Error::Disconnected)));
 }
@@ -302,10 +316,22 @@ fn every_waiting_receiver_sees_the_disconnect() {
     .into_iter()
     .map(|mode| {
         let b = b.clone();
-        std::thread::spawn(move || b.recv(&mut [0u8; 8], &mut Vec::new(), mode))
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
+            b.recv(&mut [0u8; 8], &mut Vec::new(), mode)
+        });
+        // Blocking waits in recvmsg, a deadline in poll: the peer closes only once all
+        // three are asleep there.
+        let syscalls = if matches!(mode, RecvMode::Blocking) {
+            RECVMSG
+        } else {
+            POLL
+        };
+        wait_until_blocked_in(tid_rx.recv().unwrap(), syscalls);
+        waiter
     })
     .collect();
-    std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     drop(a);
     for w in waiters {
@@ -413,19 +439,32 @@ fn full_buffer_try_send_would_block_and_send_waits_for_the_reader() {
 
     let done = Arc::new(AtomicBool::new(false));
     let a = Arc::new(a);
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let sender = {
         let (a, done, packet) = (a.clone(), done.clone(), packet.clone());
         std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
             a.send(&[IoSlice::new(b"after the wait")], &[]).unwrap();
             done.store(true, Ordering::SeqCst);
             drop(packet);
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // The send sleeps in the kernel (not merely late to start): it waits for room.
+    let call = wait_until_blocked_in(tid_rx.recv().unwrap(), SENDMSG);
     assert!(
         !done.load(Ordering::SeqCst),
         "send did not wait for room in a full buffer"
     );
+    // Its flags (sendmsg's third argument): MSG_NOSIGNAL, so a peer that closes cannot
+    // raise SIGPIPE (which Linux does not raise for SOCK_SEQPACKET anyway, see
+    // `send_to_closed_peer_is_disconnected_without_sigpipe`), and no MSG_DONTWAIT.
+    let flags = call.args[2] as libc::c_int;
+    assert_ne!(
+        flags & libc::MSG_NOSIGNAL,
+        0,
+        "sendmsg without MSG_NOSIGNAL: {call:?}"
+    );
+    assert_eq!(flags & libc::MSG_DONTWAIT, 0, "{call:?}");
 
     // Drain everything: the blocked send completes and its packet comes last.
     let mut buf = vec![0u8; 8192];
@@ -453,7 +492,9 @@ fn sockets_with_o_nonblock_still_block_in_send_and_recv() {
     .unwrap();
     let a = RawSocket::from_fd(x).unwrap();
     let b = RawSocket::from_fd(y).unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
         let mut buf = [0u8; 8];
         let mut fds = Vec::new();
         let n = b.recv(&mut buf, &mut fds, RecvMode::Blocking).unwrap();
@@ -467,7 +508,8 @@ fn sockets_with_o_nonblock_still_block_in_send_and_recv() {
         }
         got
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // recvmsg on the O_NONBLOCK socket said EAGAIN; the receiver waits in poll.
+    wait_until_blocked_in(tid_rx.recv().unwrap(), POLL);
     a.send(&[IoSlice::new(b"late")], &[]).unwrap();
     for _ in 0..2000 {
         a.send(&[IoSlice::new(&[1u8; 4096])], &[]).unwrap();
@@ -502,13 +544,22 @@ fn interrupted_recv_and_send_are_retried() {
         let (tx, rx) = std::sync::mpsc::channel();
         let receiver = std::thread::spawn(move || {
             // SAFETY: pthread_self has no preconditions.
-            tx.send(unsafe { libc::pthread_self() }).unwrap();
+            tx.send((unsafe { libc::pthread_self() }, gettid()))
+                .unwrap();
             let mut buf = [0u8; 16];
             let mut fds = Vec::new();
             let n = b.recv(&mut buf, &mut fds, mode).map(|n| buf[..n].to_vec());
             (n, b)
         });
-        let thread = rx.recv().unwrap();
+        let (thread, tid) = rx.recv().unwrap();
+        // The signals interrupt a receive that sleeps in the kernel (recvmsg when blocking,
+        // poll with a deadline), not one that has yet to start.
+        let waits_in = if matches!(mode, RecvMode::Blocking) {
+            RECVMSG
+        } else {
+            POLL
+        };
+        wait_until_blocked_in(tid, waits_in);
         let before = SIGNALS_SEEN.load(Ordering::SeqCst);
         for _ in 0..20 {
             std::thread::sleep(Duration::from_millis(10));
@@ -516,11 +567,14 @@ fn interrupted_recv_and_send_are_retried() {
             // we join it only below), so its pthread_t is valid.
             unsafe { libc::pthread_kill(thread, libc::SIGUSR1) };
         }
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            SIGNALS_SEEN.load(Ordering::SeqCst) > before,
-            "no signal was delivered"
-        );
+        // Handled (the handler ran in the receiver), then the receive went back to sleep
+        // in the kernel: EINTR was retried, not returned.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while SIGNALS_SEEN.load(Ordering::SeqCst) == before {
+            assert!(Instant::now() < deadline, "no signal was delivered");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wait_until_blocked_in(tid, waits_in);
         a.send(&[IoSlice::new(b"through")], &[]).unwrap();
         let (got, _b) = receiver.join().unwrap();
         assert_eq!(got.unwrap(), b"through", "{mode:?}");
@@ -532,10 +586,13 @@ fn interrupted_recv_and_send_are_retried() {
     let (tx, rx) = std::sync::mpsc::channel();
     let sender = std::thread::spawn(move || {
         // SAFETY: pthread_self has no preconditions.
-        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        tx.send((unsafe { libc::pthread_self() }, gettid()))
+            .unwrap();
         a.send(&[IoSlice::new(b"blocked")], &[]).map(|()| a)
     });
-    let thread = rx.recv().unwrap();
+    let (thread, tid) = rx.recv().unwrap();
+    wait_until_blocked_in(tid, SENDMSG);
+    let before = SIGNALS_SEEN.load(Ordering::SeqCst);
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(10));
         // SAFETY: the sender is blocked (the buffer is full until we drain below).
@@ -550,6 +607,10 @@ fn interrupted_recv_and_send_are_retried() {
     let n = b.recv(&mut buf, &mut fds, RecvMode::Blocking).unwrap();
     assert_eq!(&buf[..n], b"blocked");
     sender.join().unwrap().unwrap();
+    assert!(
+        SIGNALS_SEEN.load(Ordering::SeqCst) > before,
+        "no signal reached the blocked send"
+    );
 
     // SAFETY: restores the previous disposition.
     unsafe { sigaction(Signal::SIGUSR1, &old) }.unwrap();
@@ -721,7 +782,18 @@ fn from_fd_accepts_only_unix_seqpacket_sockets() {
         SockFlag::SOCK_CLOEXEC,
     )
     .unwrap();
-    assert!(RawSocket::from_fd(dgram).is_err());
+    // Refused as InvalidInput, naming the family and type found.
+    let refused = |fd: OwnedFd, what: &str| {
+        let raw = fd.as_raw_fd();
+        let e = RawSocket::from_fd(fd).expect_err(what);
+        let Error::Io { op, fd, source } = &e else {
+            panic!("{what}: {e:?}")
+        };
+        assert_eq!((*op, *fd), ("RawSocket::from_fd", Some(raw)), "{e}");
+        assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains(what), "{e}");
+    };
+    refused(dgram, "Unix Datagram");
     let udp = nix::sys::socket::socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -729,7 +801,7 @@ fn from_fd_accepts_only_unix_seqpacket_sockets() {
         None,
     )
     .unwrap();
-    assert!(RawSocket::from_fd(udp).is_err());
+    refused(udp, "Inet Datagram");
     let listening =
         memfile_ipc::Listener::bind_abstract(util_raw::abstract_name("fromfd")).unwrap();
     let listening_fd: OwnedFd = nix::unistd::dup(&listening).unwrap();

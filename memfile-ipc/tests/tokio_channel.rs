@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 #[macro_use]
 mod util_tokio;
-use util_tokio::{LONG, within};
+use util_tokio::{LONG, poll_once, within};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Frame {
@@ -99,14 +99,16 @@ async fn send_waits_for_room() {
         }
         assert!(queued < 100_000, "socket never filled up");
     }
-    let sender = tx.clone();
-    let last = tokio::spawn(async move { sender.send(&vec![9u8; 10]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!last.is_finished(), "send completed on a full socket");
+    let last_msg = vec![9u8; 10];
+    let mut last = Box::pin(tx.send(&last_msg));
+    assert!(
+        poll_once(&mut last).await.is_pending(),
+        "send completed on a full socket"
+    );
     for _ in 0..queued {
         assert_eq!(within(rx.recv()).await.unwrap(), msg);
     }
-    within(last).await.unwrap().unwrap();
+    within(last).await.unwrap();
     assert_eq!(within(rx.recv()).await.unwrap(), vec![9u8; 10]);
     assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
 }
@@ -199,13 +201,11 @@ both_runtimes!(limits, super::limits_and_rejections());
 async fn disconnect_is_reported_both_ways() {
     let (tx, rx) = channel::<u8>().unwrap();
     let (tx2, rx2) = channel::<u8>().unwrap();
-    let waiter = tokio::spawn(async move { rx2.recv().await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The receive is waiting (polled, pending) when its peer goes away.
+    let mut waiter = Box::pin(rx2.recv());
+    assert!(poll_once(&mut waiter).await.is_pending());
     drop(tx2);
-    assert!(matches!(
-        within(waiter).await.unwrap(),
-        Err(Error::Disconnected)
-    ));
+    assert!(matches!(within(waiter).await, Err(Error::Disconnected)));
     drop(rx);
     assert!(matches!(tx.send(&1).await, Err(Error::Disconnected)));
 }

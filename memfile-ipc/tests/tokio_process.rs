@@ -4,8 +4,6 @@
 //! starts with it and goes async. Every test runs on both runtime flavors.
 #![cfg(feature = "tokio")]
 
-use std::time::Duration;
-
 use memfile_core::Frozen;
 use memfile_ipc::tokio::{AsyncReceiver, AsyncSender, duplex_from_blocking};
 use memfile_ipc::{ChildProcess, Error, Fd, Sender, from_parent, spawn};
@@ -13,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 #[macro_use]
 mod util_tokio;
-use util_tokio::{ROLE, child_command, within};
+use util_tokio::{ROLE, child_command, poll_once, within};
 
 /// Starts the child with the blocking API and takes the parent's end async.
 fn spawn_child<Tx, Rx>(role: &str) -> (ChildProcess, AsyncSender<Tx>, AsyncReceiver<Rx>) {
@@ -157,11 +155,11 @@ async fn child_dies() {
     let (mut child, tx, rx) = spawn_child::<Job, Made>("blocking_worker");
     tx.send(&Job::Make { len: 1, fill: 1 }).await.unwrap();
     within(rx.recv()).await.unwrap();
-    let waiting = tokio::spawn(async move { rx.recv().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished());
+    // The receive is waiting (polled, pending) when the child dies.
+    let mut waiting = Box::pin(rx.recv());
+    assert!(poll_once(&mut waiting).await.is_pending());
     child.kill().unwrap();
-    let r = within(waiting).await.unwrap();
+    let r = within(waiting).await;
     assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
     assert!(matches!(
         tx.send(&Job::Quit).await,

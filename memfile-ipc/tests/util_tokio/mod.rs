@@ -35,6 +35,13 @@ pub async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(LONG, f).await.expect("timed out")
 }
 
+/// Polls `f` once, in the calling task: `Pending` means it has registered to be woken (a
+/// test that must know a future is waiting checks this instead of sleeping and hoping the
+/// future got as far as waiting meanwhile).
+pub async fn poll_once<F: Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
+}
+
 /// A command that runs this test binary's ignored test `child` with `role` in [`ROLE`]
 /// (its harness output goes nowhere; its panics still reach stderr).
 pub fn child_command(role: &str) -> Command {
