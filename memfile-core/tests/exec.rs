@@ -94,7 +94,7 @@ fn exec_on_request() -> io::Result<()> {
             let err = result.expect_err("vm.memfd_noexec=2 forbids MFD_EXEC");
             assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
             assert!(err.to_string().contains("vm.memfd_noexec"), "{err}");
-            println!("skipped exec mode checks: vm.memfd_noexec = 2 (checked the refusal)");
+            println!("skipped: exec mode checks: vm.memfd_noexec = 2 (checked the refusal)");
             continue;
         }
         let file = result?;

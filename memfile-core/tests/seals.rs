@@ -52,7 +52,7 @@ fn without_allow_sealing_every_add_fails() -> io::Result<()> {
             Ok(f) => f,
             // vm.memfd_noexec=2 refuses MFD_EXEC; exec.rs checks that case.
             Err(e) if options.is_exec() && e.kind() == io::ErrorKind::PermissionDenied => {
-                println!("skipped exec(true): {e}");
+                println!("skipped: exec(true): {e}");
                 continue;
             }
             Err(e) => return Err(e),
@@ -117,7 +117,7 @@ fn write_seal_blocks_every_write_path() -> io::Result<()> {
             let err = ro.make_mut().expect_err("mprotect to writable");
             assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
         }
-        Err(e) => println!("skipped mprotect part: read-only MAP_SHARED of a sealed file: {e}"),
+        Err(e) => println!("skipped: mprotect part: read-only MAP_SHARED of a sealed file: {e}"),
     }
     Ok(())
 }

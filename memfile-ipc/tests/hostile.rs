@@ -1027,7 +1027,19 @@ fn hugetlb_memfd() {
         return;
     }
     let full = memfd_seal_all(full);
+    // hugetlbfs cannot report holes (no SEEK_HOLE), so by default even a fully backed
+    // hugetlb field is refused as possibly sparse; a receiver that allows sparse buffers
+    // takes it (the huge pages are all there, checked by `st_blocks`).
     let (raw, rx) = pair::<Msg>();
+    send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[full.as_fd()]);
+    match rx.recv() {
+        Err(Error::BadBuffer {
+            kind: FrozenErrorKind::Sparse { first_hole: None, .. },
+            ..
+        }) => {}
+        other => panic!("a hugetlb field must be refused as Sparse by default: {other:?}"),
+    }
+    let rx = rx.with_limits(Limits::default().allow_sparse_buffers(true));
     send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[full.as_fd()]);
     assert_eq!(rx.recv().unwrap().frozen.len() as u64, size);
 }
