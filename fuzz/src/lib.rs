@@ -120,7 +120,7 @@ pub fn check(packet: &[u8], fds: Vec<OwnedFd>) {
     drop(fds);
     match rx.try_recv() {
         Ok(_) => {}
-        Err(Error::WouldBlock | Error::Disconnected | Error::Timeout | Error::Io { .. }) => {
+        Err(Error::WouldBlock | Error::Disconnected { .. } | Error::Timeout { .. } | Error::Io { .. }) => {
             panic!("not a per-message error")
         }
         Err(e) => assert!(!e.to_string().is_empty()),

@@ -80,6 +80,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
                 Err(Error::Codec {
                     encoding: true,
                     detail: e.to_string(),
+                    fd: None,
                 })
             }
         }
@@ -120,6 +121,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], scope: &DecodeScope) -> 
         Ok((_value, used)) => Err(Error::Codec {
             encoding: false,
             detail: format!("{} trailing bytes after the message", len - used),
+            fd: None,
         }),
         Err(e) => Err(scope.take_error().unwrap_or_else(|| Error::Codec {
             encoding: false,
@@ -129,6 +131,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], scope: &DecodeScope) -> 
                 }
                 e => e.to_string(),
             },
+            fd: None,
         })),
     }
 }

@@ -73,7 +73,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
-pub use error::{Error, Result};
+pub use error::{Error, Operation, Result};
 mod trace;
 
 // --- owned by the transport work: raw.rs, listener.rs, cred.rs, process.rs ---
@@ -92,6 +92,7 @@ pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 mod channel;
 mod codec;
 pub mod fd;
+mod fingerprint;
 mod limits;
 mod wire;
 pub use channel::{

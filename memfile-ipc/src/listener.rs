@@ -32,7 +32,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, fchmod};
 
 use crate::cred::{CredentialPolicy, Credentials};
-use crate::error::{Error, Result};
+use crate::error::{Error, Operation, Result};
 use crate::raw::RawSocket;
 use crate::trace;
 
@@ -350,7 +350,10 @@ impl Listener {
                         Some(deadline) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
-                                return Err(Error::Timeout);
+                                return Err(Error::Timeout {
+                                    op: Operation::Accept,
+                                    fd: Some(raw),
+                                });
                             }
                             let ms = left.as_micros().div_ceil(1000);
                             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)

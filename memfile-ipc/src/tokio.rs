@@ -63,7 +63,7 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::runtime::Handle;
 use futures_core::{FusedStream, Stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
 use crate::channel::{recycle_send_buffer, take_send_buffer};
@@ -214,7 +214,7 @@ impl<T> AsyncSender<T> {
     }
 }
 
-impl<T: Serialize> AsyncSender<T> {
+impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
     /// Sends one message, waiting (asynchronously) while the socket's buffer is full.
     ///
     /// The message is encoded once (a large one into a sealed memfd), then sent whole when
@@ -418,7 +418,7 @@ impl<T: DeserializeOwned> Stream for AsyncReceiver<T> {
             return Poll::Ready(None);
         }
         match ready!(this.poll_recv(cx)) {
-            Err(Error::Disconnected) => {
+            Err(Error::Disconnected { .. }) => {
                 this.stream_ended = true;
                 Poll::Ready(None)
             }

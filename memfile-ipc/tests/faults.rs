@@ -203,18 +203,18 @@ fn peer_killed_at_random_points() {
         };
         killer.join().unwrap();
         match outcome {
-            Error::Disconnected => disconnected += 1,
-            Error::Timeout => timeouts += 1,
+            Error::Disconnected { .. } => disconnected += 1,
+            Error::Timeout { .. } => timeouts += 1,
             e => panic!("seed {seed:#x} run {run} after {n} steps: unexpected {e:?}"),
         }
         // Once disconnected, it stays so.
         assert!(
-            matches!(rx.try_recv(), Err(Error::Disconnected)),
+            matches!(rx.try_recv(), Err(Error::Disconnected { .. })),
             "seed {seed:#x} run {run}"
         );
         assert!(matches!(
             tx.send(&Request::Echo(0, String::new())),
-            Err(Error::Disconnected)
+            Err(Error::Disconnected { .. })
         ));
         let status = child.wait().unwrap();
         assert!(
@@ -304,7 +304,7 @@ fn sender_dies_right_after_sending() {
     }
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     drop((tx, rx, child));
     // Every fd this test received is closed by the drops above. Another test's thread of
@@ -385,7 +385,7 @@ fn interrupted_recv_and_timeouts_are_retried() {
         let t = Instant::now();
         assert!(matches!(
             rx.recv_timeout(Duration::from_millis(300)),
-            Err(Error::Timeout)
+            Err(Error::Timeout { .. })
         ));
         let waited = t.elapsed();
         assert!(
@@ -451,7 +451,7 @@ fn interrupted_blocking_send_is_retried() {
     pest.join().unwrap();
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
     assert!(handled > 0, "no signal handled");
@@ -575,7 +575,7 @@ fn full_buffer_blocks_send_and_try_send_says_so() {
     drop(tx);
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     drop(rx);
     assert_eq!(open_fds(), before);

@@ -117,7 +117,7 @@ pub fn ours_consume<M: DeserializeOwned>(
                     (acc, n) = (0, 0);
                 }
             }
-            Err(memfile_ipc::Error::Disconnected) => return Ok(()),
+            Err(memfile_ipc::Error::Disconnected { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
     }
