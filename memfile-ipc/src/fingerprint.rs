@@ -89,6 +89,58 @@ pub(crate) fn of<T: Deserialize<'static>>() -> u32 {
     fp
 }
 
+/// The message-type fingerprint of `T`: what a [`Sender<T>`](crate::Sender) writes into
+/// bytes 12..16 of every packet header, and what a [`Receiver<T>`](crate::Receiver) compares
+/// them with. 0 ("not checked") when `T`'s shape cannot be traced (see
+/// [`message_shape`]).
+///
+/// For a peer written in another language: this is the 32-bit FNV-1a hash of
+/// [`message_shape::<T>()`](message_shape), as `docs/protocol.md` specifies.
+///
+/// ```
+/// assert_eq!(memfile_ipc::message_shape::<(u8, String)>().unwrap(), "tuple<u8,str>");
+/// assert_eq!(memfile_ipc::message_fingerprint::<(u8, String)>(), 0xd9a2_c541);
+/// ```
+pub fn message_fingerprint<T: Deserialize<'static>>() -> u32 {
+    of::<T>()
+}
+
+/// The canonical shape text of message type `T` that its fingerprint hashes
+/// (`docs/protocol.md`, "Message-type fingerprint"), or `None` when it cannot be traced:
+/// a `Deserialize` impl that calls `deserialize_any` (`#[serde(untagged)]`, `flatten`, ...,
+/// which this crate's codec does not support either) or rejects the tracer's sample values,
+/// a recursive type without a finite value, or two different types with the same serde
+/// name in one message (two instantiations of a generic struct, say). Such a type is sent
+/// with fingerprint 0 and not checked.
+///
+/// ```
+/// use memfile_core::Frozen;
+/// use memfile_ipc::{Fd, Sender};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Job {
+///     id: u64,
+///     kind: Kind,
+///     input: Fd<Frozen>,
+///     reply: Option<Sender<u64>>,
+/// }
+/// #[derive(serde::Deserialize)]
+/// enum Kind {
+///     Stop,
+///     Scale(f32),
+///     Crop { width: u32, height: u32 },
+/// }
+///
+/// assert_eq!(
+///     memfile_ipc::message_shape::<Job>().unwrap(),
+///     "Job;struct Job{id:u64,kind:Kind,input:fd<frozen>,reply:option<fd<socket>>};\
+///      enum Kind{Stop,Scale(f32),Crop{width:u32,height:u32}}"
+/// );
+/// ```
+pub fn message_shape<T: Deserialize<'static>>() -> Option<String> {
+    shape::<T>()
+}
+
 /// The name of a type of this process whose fingerprint is `fp`, if this process has
 /// computed one.
 pub(crate) fn known_type(fp: u32) -> Option<&'static str> {

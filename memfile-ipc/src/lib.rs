@@ -101,6 +101,7 @@ pub use channel::{
 mod connect;
 pub use connect::{connect_abstract_with_policy, connect_with_policy};
 pub use fd::Fd;
+pub use fingerprint::{message_fingerprint, message_shape};
 pub use limits::Limits;
 
 // --- async endpoints (feature `tokio`) ---
