@@ -204,6 +204,14 @@ impl<T> AsyncSender<T> {
         self
     }
 
+    /// Sends fingerprint 0 ("not checked") instead of the message type's (see
+    /// [`Sender::without_type_check`]).
+    #[must_use]
+    pub fn without_type_check(mut self) -> AsyncSender<T> {
+        self.inner.set_type_check(false);
+        self
+    }
+
     /// The process at the other end (see [`Sender::peer_credentials`]).
     ///
     /// # Errors
@@ -238,7 +246,8 @@ impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
                 on_readiness(&self.io, Interest::WRITABLE, || packet.send(socket, true)).await
             }
             Err(e) => Err(e),
-        };
+        }
+        .map_err(|e| e.on_socket(self.inner.raw().as_raw_fd()));
         recycle_send_buffer(buffer);
         trace::sent(self.inner.raw(), &result);
         result
@@ -347,6 +356,14 @@ impl<T> AsyncReceiver<T> {
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> AsyncReceiver<T> {
         self.inner.set_limits(limits);
+        self
+    }
+
+    /// Accepts messages whatever type fingerprint they carry (see
+    /// [`Receiver::without_type_check`]).
+    #[must_use]
+    pub fn without_type_check(mut self) -> AsyncReceiver<T> {
+        self.inner.set_type_check(false);
         self
     }
 
