@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::fingerprint;
 use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::fingerprint;
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};

@@ -222,8 +222,10 @@ impl Error {
     /// [`VersionMismatch`](Error::VersionMismatch) or [`TypeMismatch`](Error::TypeMismatch).
     ///
     /// ```
+    /// use std::os::fd::{AsFd, AsRawFd};
+    ///
     /// let (tx, rx) = memfile_ipc::channel::<u8>()?;
-    /// let rx_fd = std::os::fd::AsRawFd::as_raw_fd(&rx);
+    /// let rx_fd = rx.as_fd().as_raw_fd();
     /// drop(tx);
     /// let e = rx.recv().unwrap_err();
     /// assert_eq!(e.fd(), Some(rx_fd));

@@ -28,12 +28,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
+use serde::Deserialize;
 use serde::de::value::U32Deserializer;
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer, MapAccess, SeqAccess,
     VariantAccess, Visitor,
 };
-use serde::Deserialize;
 
 /// The fingerprint that means "not checked": sent by a sender with the type check turned
 /// off (and by every version-1 peer), and computed for types the tracer cannot describe.
@@ -321,7 +321,12 @@ impl State {
             match self.defs.get(name) {
                 Some(Def::Container(out)) => todo.extend(out.refs.iter().copied()),
                 Some(Def::Enum { variants, .. }) => {
-                    todo.extend(variants.iter().flatten().flat_map(|v| v.refs.iter().copied()));
+                    todo.extend(
+                        variants
+                            .iter()
+                            .flatten()
+                            .flat_map(|v| v.refs.iter().copied()),
+                    );
                 }
                 None => {}
             }
@@ -405,7 +410,9 @@ impl<'s> Tracer<'s> {
     fn step(&mut self) -> Result<(), TraceError> {
         self.st.steps += 1;
         if self.st.steps > MAX_STEPS || self.depth > MAX_DEPTH {
-            return Err(TraceError::new("type too large or too deep to trace".into()));
+            return Err(TraceError::new(
+                "type too large or too deep to trace".into(),
+            ));
         }
         Ok(())
     }
@@ -490,7 +497,10 @@ impl<'s> Deserializer<'static> for Tracer<'s> {
     primitive!(deserialize_bytes, visit_borrowed_bytes, "bytes", &[]);
     primitive!(deserialize_byte_buf, visit_borrowed_bytes, "bytes", &[]);
 
-    fn deserialize_option<V: Visitor<'static>>(mut self, visitor: V) -> Result<V::Value, TraceError> {
+    fn deserialize_option<V: Visitor<'static>>(
+        mut self,
+        visitor: V,
+    ) -> Result<V::Value, TraceError> {
         self.step()?;
         match self.out.take() {
             None => visitor.visit_none(),
@@ -607,7 +617,10 @@ impl<'s> Deserializer<'static> for Tracer<'s> {
             names: variants,
             variants: vec![None; variants.len()],
         }) {
-            Def::Enum { names, variants: known } if *names == variants => known.clone(),
+            Def::Enum {
+                names,
+                variants: known,
+            } if *names == variants => known.clone(),
             _ => return Err(TraceError::new(format!("two different types named {name}"))),
         };
         let free = |i: &usize| !self.st.active.contains(&(name, *i as u32));
@@ -618,7 +631,10 @@ impl<'s> Deserializer<'static> for Tracer<'s> {
             (!quiet)
                 .then(|| {
                     (0..variants.len()).find(|i| {
-                        free(i) && known[*i].as_ref().is_some_and(|v| self.st.out_needs_work(v))
+                        free(i)
+                            && known[*i]
+                                .as_ref()
+                                .is_some_and(|v| self.st.out_needs_work(v))
                     })
                 })
                 .flatten()
@@ -659,14 +675,15 @@ impl<'s> Deserializer<'static> for Tracer<'s> {
         self.st.active.remove(&(name, index as u32));
         let value = value?;
         if record {
-            if let Some(Def::Enum { variants: known, .. }) = self.st.defs.get_mut(name) {
+            if let Some(Def::Enum {
+                variants: known, ..
+            }) = self.st.defs.get_mut(name)
+            {
                 match &known[index] {
                     None => known[index] = Some(shape),
                     Some(k) if *k == shape => {}
                     Some(_) => {
-                        return Err(TraceError::new(format!(
-                            "two different types named {name}"
-                        )));
+                        return Err(TraceError::new(format!("two different types named {name}")));
                     }
                 }
             }
@@ -675,11 +692,15 @@ impl<'s> Deserializer<'static> for Tracer<'s> {
     }
 
     fn deserialize_identifier<V: Visitor<'static>>(self, _: V) -> Result<V::Value, TraceError> {
-        Err(TraceError::new("deserialize_identifier is not supported".into()))
+        Err(TraceError::new(
+            "deserialize_identifier is not supported".into(),
+        ))
     }
 
     fn deserialize_ignored_any<V: Visitor<'static>>(self, _: V) -> Result<V::Value, TraceError> {
-        Err(TraceError::new("deserialize_ignored_any is not supported".into()))
+        Err(TraceError::new(
+            "deserialize_ignored_any is not supported".into(),
+        ))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -897,7 +918,10 @@ mod tests {
         assert_eq!(shape::<(u8, String)>().unwrap(), "tuple<u8,str>");
         assert_eq!(shape::<()>().unwrap(), "unit");
         assert_eq!(shape::<[u16; 3]>().unwrap(), "tuple<u16,u16,u16>");
-        assert_eq!(shape::<BTreeMap<String, Vec<u8>>>().unwrap(), "map<str,seq<u8>>");
+        assert_eq!(
+            shape::<BTreeMap<String, Vec<u8>>>().unwrap(),
+            "map<str,seq<u8>>"
+        );
         assert_eq!(
             shape::<(i8, i16, i32, i64, i128, u128, f32, char, bool)>().unwrap(),
             "tuple<i8,i16,i32,i64,i128,u128,f32,char,bool>"
@@ -938,7 +962,10 @@ mod tests {
             shape::<Tree>().unwrap(),
             "Tree;struct Tree{value:u32,children:seq<Tree>}"
         );
-        assert_eq!(shape::<List>().unwrap(), "List;enum List{Cons(u8,List),Nil}");
+        assert_eq!(
+            shape::<List>().unwrap(),
+            "List;enum List{Cons(u8,List),Nil}"
+        );
         assert_eq!(
             shape::<(Unit, Meters, Point)>().unwrap(),
             "tuple<Unit,Meters,Point>;newtype Meters(f64);tuple_struct Point(i32,i32);\

@@ -63,8 +63,8 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::runtime::Handle;
 use futures_core::{FusedStream, Stream};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::channel::{recycle_send_buffer, take_send_buffer};
 use crate::raw::RawSocket;

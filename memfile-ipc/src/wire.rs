@@ -170,11 +170,19 @@ mod tests {
         assert!(matches!(bad(&|b| b[0] = b'X', 1), Error::Protocol { .. }));
         assert!(matches!(
             bad(&|b| b[4] = 9, 1),
-            Error::VersionMismatch { ours: 2, theirs: 9, .. }
+            Error::VersionMismatch {
+                ours: 2,
+                theirs: 9,
+                ..
+            }
         ));
         assert!(matches!(
             bad(&|b| b[4] = 0, 1),
-            Error::VersionMismatch { ours: 2, theirs: 0, .. }
+            Error::VersionMismatch {
+                ours: 2,
+                theirs: 0,
+                ..
+            }
         ));
         assert!(matches!(bad(&|b| b[6] = 2, 1), Error::Protocol { .. }));
         // Version 1: bytes 12..16 are reserved and must be zero.

@@ -80,7 +80,10 @@ fn send_timeout_on_a_full_buffer_times_out_and_sends_nothing() {
         let start = Instant::now();
         let r = tx.send_timeout(&chunk(999, len), timeout);
         let took = start.elapsed();
-        assert!(matches!(r, Err(Error::Timeout { .. })), "{len} bytes: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Timeout { .. })),
+            "{len} bytes: {r:?}"
+        );
         assert!(took >= timeout, "{len} bytes: timed out after {took:?}");
         assert!(
             took < timeout + Duration::from_secs(10),

@@ -318,8 +318,7 @@ fn encode_tables_survive_panics_and_nesting() {
     let nested = Nested(frozen(b"outer"), inner_tx, frozen(b"inner"));
     // `Nested` serializes like the tuple type the receiver expects (but is another type:
     // without the type check, the receiver takes it).
-    let nested_tx: Sender<Nested> =
-        Sender::from_raw(outer_tx.raw().clone()).without_type_check();
+    let nested_tx: Sender<Nested> = Sender::from_raw(outer_tx.raw().clone()).without_type_check();
     nested_tx.send(&nested).unwrap();
     assert_eq!(&inner_rx.recv().unwrap()[..], b"inner");
     let (a, b) = outer_rx.recv().unwrap();

@@ -31,7 +31,10 @@ fn disconnected_says_send_or_receive_and_which_socket() {
         matches!(err, Error::Disconnected { op: Operation::Send, fd: Some(fd), .. } if fd == tx_fd),
         "{err:?}"
     );
-    assert!(err.to_string().contains(&format!("send on fd {tx_fd}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("send on fd {tx_fd}")),
+        "{err}"
+    );
     assert_eq!(err.fd(), Some(tx_fd));
 
     let (tx, rx) = channel::<u32>().unwrap();
@@ -58,7 +61,11 @@ fn timeouts_name_the_operation_and_socket() {
         matches!(err, Error::Timeout { op: Operation::Receive, fd: Some(fd) } if fd == fd_of(&rx)),
         "{err:?}"
     );
-    assert!(err.to_string().contains(&format!("receive on fd {}", fd_of(&rx))), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("receive on fd {}", fd_of(&rx))),
+        "{err}"
+    );
 
     // Fill the socket's buffer, then a send times out.
     let chunk = vec![0u8; 64 << 10];
@@ -109,8 +116,15 @@ fn protocol_codec_and_version_errors_name_the_socket() {
 
     send(b"MFIQ and some more bytes than a header");
     let err = rx.recv_timeout(TIMEOUT).unwrap_err();
-    assert!(matches!(err, Error::Protocol { fd: Some(fd), .. } if fd == rx_fd), "{err:?}");
-    assert!(err.to_string().starts_with(&format!("protocol error on fd {rx_fd}:")), "{err}");
+    assert!(
+        matches!(err, Error::Protocol { fd: Some(fd), .. } if fd == rx_fd),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with(&format!("protocol error on fd {rx_fd}:")),
+        "{err}"
+    );
 
     send(&packet(2, &[3, b'a', 0xff, b'c'])); // not UTF-8
     let err = rx.recv_timeout(TIMEOUT).unwrap_err();
@@ -150,14 +164,15 @@ fn encoding_errors_name_the_socket() {
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("refused") && text.contains(&format!("for fd {}", fd_of(&tx))), "{text}");
+    assert!(
+        text.contains("refused") && text.contains(&format!("for fd {}", fd_of(&tx))),
+        "{text}"
+    );
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "memfile-ipc-errctx-{}-{name}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("memfile-ipc-errctx-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

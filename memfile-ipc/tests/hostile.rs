@@ -275,7 +275,10 @@ fn empty_packet_then_close() {
     // The valid message is never lost, and only the real end is reported as Disconnected.
     assert!(matches!(first, Err(Error::Protocol { .. })), "{first:?}");
     assert_eq!(second.unwrap().text, "after");
-    assert!(matches!(third, Err(Error::Disconnected { .. })), "{third:?}");
+    assert!(
+        matches!(third, Err(Error::Disconnected { .. })),
+        "{third:?}"
+    );
     assert_eq!(open_fds(), before - 1);
 }
 

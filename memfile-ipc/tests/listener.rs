@@ -65,7 +65,10 @@ fn path_listener_round_trip_with_credentials() {
     server.send(&[IoSlice::new(b"pong")], &[]).unwrap();
     assert_eq!(recv_packet(&client).unwrap(), b"pong");
     drop(server);
-    assert!(matches!(recv_packet(&client), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        recv_packet(&client),
+        Err(Error::Disconnected { .. })
+    ));
 }
 
 #[test]

@@ -103,7 +103,10 @@ fn typed_round_trips() {
         Reply::Text(format!("aβ{}", "c".repeat(500_000)))
     );
     tx.send(&Request::Quit).unwrap();
-    assert!(matches!(rx.recv_timeout(TIMEOUT), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        rx.recv_timeout(TIMEOUT),
+        Err(Error::Disconnected { .. })
+    ));
     expect_success(child);
 }
 
@@ -347,7 +350,10 @@ fn frozen_outlives_the_process_that_made_it() {
     let (child, _tx, rx) = spawn_child::<(), Fd<Frozen>>("frozen_then_exit");
     let frozen = rx.recv_timeout(TIMEOUT).unwrap().into_inner();
     expect_success(child);
-    assert!(matches!(rx.recv_timeout(TIMEOUT), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        rx.recv_timeout(TIMEOUT),
+        Err(Error::Disconnected { .. })
+    ));
     assert_eq!(frozen.len(), 3_000_000);
     assert!(
         frozen

@@ -287,7 +287,10 @@ async fn listener_accepts_and_refuses() {
     let (_ctx, crx) = connect::<u8, u8>(&path).unwrap();
     let e = within(listener.accept_raw()).await.unwrap_err();
     assert!(matches!(e, Error::PeerRejected { .. }), "{e:?}");
-    assert!(matches!(within(crx.recv()).await, Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        within(crx.recv()).await,
+        Err(Error::Disconnected { .. })
+    ));
     listener.set_credential_policy(CredentialPolicy::SameUid);
     let (_ctx2, _crx2) = connect::<u8, u8>(&path).unwrap();
     let (_sock, peer) = within(listener.accept_raw()).await.unwrap();

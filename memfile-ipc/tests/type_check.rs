@@ -326,7 +326,11 @@ fn documented_example_fingerprint() {
         fnv1a("tuple<u8,str>")
     );
     // Without the type check: 0.
-    sender.clone().without_type_check().send(&(1, String::new())).unwrap();
+    sender
+        .clone()
+        .without_type_check()
+        .send(&(1, String::new()))
+        .unwrap();
     b.recv(&mut buf, &mut fds, memfile_ipc::raw::RecvMode::Blocking)
         .unwrap();
     assert_eq!(u32::from_le_bytes(buf[12..16].try_into().unwrap()), 0);
