@@ -14,6 +14,10 @@
 //!   travel the same way.
 //! - A message whose encoding does not fit into one packet is written to a sealed memfd and
 //!   sent as an fd ("spilled"); there is no size ceiling but [`Limits`].
+//! - Every packet carries a fingerprint of its message type's serde shape: a receiver of
+//!   another type (different definitions, or `connect::<Tx, Rx>` / `accept::<Tx, Rx>` with
+//!   the type parameters swapped) rejects it with [`Error::TypeMismatch`], naming both
+//!   types, instead of decoding garbage ([`message_shape`], [`Sender::without_type_check`]).
 //! - Nothing a peer sends makes this crate panic, hang, leak an fd or allocate without
 //!   bound: every bad packet is one [`Error`] variant, naming the fd and what was wrong, and
 //!   the channel stays usable.
