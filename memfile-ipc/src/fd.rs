@@ -298,7 +298,9 @@ pub trait FdKind: Sized + private::Sealed {
     #[doc(hidden)]
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self>;
 
-    /// Its name in the message-type fingerprint (`fd<frozen>`, ...: `docs/protocol.md`).
+    /// How an fd field of this kind announces itself to the message-type tracer: the
+    /// tracer's marker prefix, then the kind's name in the shape text (`fd<frozen>`, ...:
+    /// `docs/protocol.md`).
     #[doc(hidden)]
     const SHAPE: &'static str;
 
@@ -313,7 +315,7 @@ impl private::Sealed for Frozen {}
 /// mapped read-only) against the message's remaining mapped-bytes budget.
 impl FdKind for Frozen {
     const EXPECTED: &'static str = "a sealed memfd (seals Write and Shrink)";
-    const SHAPE: &'static str = "frozen";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::frozen";
 
     fn placeholder() -> Result<Self> {
         Frozen::from_bytes("memfile-ipc type trace", &[0])
@@ -336,7 +338,7 @@ impl private::Sealed for MemFile {}
 /// Received: must be a memfd ([`MemFile::from_fd`]); it may be writable and unsealed.
 impl FdKind for MemFile {
     const EXPECTED: &'static str = "a memfd";
-    const SHAPE: &'static str = "memfile";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::memfile";
 
     fn placeholder() -> Result<Self> {
         MemFile::create_default("memfile-ipc type trace")
@@ -360,7 +362,7 @@ impl private::Sealed for OwnedFd {}
 /// Received: any fd at all, unchecked.
 impl FdKind for OwnedFd {
     const EXPECTED: &'static str = "any fd";
-    const SHAPE: &'static str = "fd";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::fd";
 
     fn placeholder() -> Result<Self> {
         MemFile::placeholder().map(OwnedFd::from)
@@ -379,7 +381,7 @@ impl private::Sealed for RawSocket {}
 /// Received: must be an `AF_UNIX` `SOCK_SEQPACKET` socket ([`RawSocket::from_fd`]).
 impl FdKind for RawSocket {
     const EXPECTED: &'static str = "an AF_UNIX SOCK_SEQPACKET socket";
-    const SHAPE: &'static str = "socket";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::socket";
 
     fn placeholder() -> Result<Self> {
         RawSocket::pair().map(|(a, _b)| a)

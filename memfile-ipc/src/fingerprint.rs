@@ -16,9 +16,10 @@
 //! brings four dependencies; this tracer explores every variant of every enum by tracing
 //! the root type again until none is left, and knows this crate's fd fields.
 //!
-//! A type the tracer cannot describe (a `Deserialize` impl that calls `deserialize_any`,
-//! rejects the sample values, or a recursive type without a finite value, or two
-//! different containers with the same serde name) gets fingerprint 0: "not checked". Both
+//! A type the tracer cannot describe (a `Deserialize` impl that calls `deserialize_any` or
+//! rejects the sample values, a recursive type without a finite value, two different
+//! containers with the same serde name, a type too large to trace) gets fingerprint 0:
+//! "not checked". Both
 //! sides compute the same thing from the same definitions, so this never produces a false
 //! mismatch; it only turns the check off for that type.
 
@@ -110,8 +111,9 @@ pub fn message_fingerprint<T: Deserialize<'static>>() -> u32 {
 /// a `Deserialize` impl that calls `deserialize_any` (`#[serde(untagged)]`, `flatten`, ...,
 /// which this crate's codec does not support either) or rejects the tracer's sample values,
 /// a recursive type without a finite value, or two different types with the same serde
-/// name in one message (two instantiations of a generic struct, say). Such a type is sent
-/// with fingerprint 0 and not checked.
+/// name in one message (two instantiations of a generic struct, say), or a type so large
+/// that tracing it takes over a million serde calls (a `[[u8; 1024]; 1024]` array). Such a
+/// type is sent with fingerprint 0 and not checked.
 ///
 /// ```
 /// use memfile_core::Frozen;
@@ -211,12 +213,13 @@ pub(crate) fn tracing() -> bool {
     TRACING.with(Cell::get)
 }
 
-/// Traces an fd field of kind `kind` (`"frozen"`, `"memfile"`, `"fd"`, `"socket"`) and
-/// returns `placeholder()` as its value. Called by the fd fields' `Deserialize` impl while
+/// Traces an fd field whose kind's marker is `mark` (`FD_MARK` followed by `frozen`,
+/// `memfile`, `fd` or `socket`: [`FdKind::SHAPE`](crate::fd::FdKind)) and returns
+/// `placeholder()` as its value. Called by the fd fields' `Deserialize` impl while
 /// [`tracing`] is true, where `deserializer` is this module's tracer.
 pub(crate) fn trace_fd<'de, D, T>(
     deserializer: D,
-    kind: &'static str,
+    mark: &'static str,
     placeholder: impl FnOnce() -> crate::Result<T>,
 ) -> Result<T, D::Error>
 where
@@ -232,13 +235,7 @@ where
             (self.0)().map_err(de::Error::custom)
         }
     }
-    // `kind` is one of four constants; the marker names are static strings too.
-    let mark: &'static str = match kind {
-        "frozen" => "\0memfile_ipc::fd::frozen",
-        "memfile" => "\0memfile_ipc::fd::memfile",
-        "socket" => "\0memfile_ipc::fd::socket",
-        _ => "\0memfile_ipc::fd::fd",
-    };
+    debug_assert!(mark.starts_with(FD_MARK));
     deserializer.deserialize_newtype_struct(mark, FdVisitor(placeholder))
 }
 
