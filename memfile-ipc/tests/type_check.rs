@@ -17,7 +17,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 static FD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Held by the tests that count open fds (the tests of this file run in parallel threads).
+/// Held by every test of this file: some count open fds, and the tests of one binary run
+/// in parallel threads.
 fn lock() -> MutexGuard<'static, ()> {
     FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -106,6 +107,7 @@ struct Answer(u64);
 /// server's reply.
 #[test]
 fn swapped_type_parameters() {
+    let _g = lock();
     let dir = std::env::temp_dir().join(format!("memfile-ipc-types-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("swapped");
@@ -160,6 +162,7 @@ mod server {
 /// their own copy of the type (here two modules) agree.
 #[test]
 fn same_definition_elsewhere_matches() {
+    let _g = lock();
     let (tx, rx) = channel::<server::Point>().unwrap();
     let tx: Sender<client::Point> = Sender::from_raw(tx.raw().clone());
     tx.send(&client::Point { x: 1, y: -2 }).unwrap();
@@ -179,6 +182,7 @@ struct Fahrenheit(f64);
 /// it through.
 #[test]
 fn renamed_type_mismatches_unless_unchecked() {
+    let _g = lock();
     let (tx, rx) = channel::<Fahrenheit>().unwrap();
     let tx: Sender<Celsius> = Sender::from_raw(tx.raw().clone());
     tx.send(&Celsius(1.5)).unwrap();
@@ -238,6 +242,7 @@ const PAYLOAD: &[u8] = &[7, 2, b'h', b'i'];
 
 #[test]
 fn foreign_peer_fingerprints() {
+    let _g = lock();
     let (raw, rx) = raw_pair::<(u8, String)>();
     let send = |p: Vec<u8>| raw.send(&[IoSlice::new(&p)], &[]).unwrap();
     // The documented fingerprint is accepted.
@@ -289,6 +294,7 @@ enum Kind {
 /// gives for it; and what a sender puts in the header.
 #[test]
 fn documented_example_fingerprint() {
+    let _g = lock();
     let text = "Job;struct Job{id:u64,kind:Kind,input:fd<frozen>,reply:option<fd<socket>>};\
                 enum Kind{Stop,Scale(f32),Crop{width:u32,height:u32}}";
     let (raw, rx) = raw_pair::<Job>();
@@ -334,4 +340,33 @@ fn documented_example_fingerprint() {
     b.recv(&mut buf, &mut fds, memfile_ipc::raw::RecvMode::Blocking)
         .unwrap();
     assert_eq!(u32::from_le_bytes(buf[12..16].try_into().unwrap()), 0);
+}
+
+/// The async endpoints check the same way, and have the same escape hatches.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_endpoints_check_too() {
+    use memfile_ipc::tokio::{AsyncReceiver, AsyncSender};
+    let _g = lock();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (tx, rx) = channel::<Fahrenheit>().unwrap();
+        let wrong: Sender<Celsius> = Sender::from_raw(tx.raw().clone());
+        let wrong = AsyncSender::from_blocking(wrong).unwrap();
+        let rx = AsyncReceiver::from_blocking(rx).unwrap();
+        wrong.send(&Celsius(1.0)).await.unwrap();
+        let err = rx.recv().await.unwrap_err();
+        assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
+        let wrong = wrong.without_type_check();
+        wrong.send(&Celsius(2.0)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().0, 2.0);
+        let rx = rx.without_type_check();
+        let checked =
+            AsyncSender::from_blocking(Sender::<Celsius>::from_raw(tx.raw().clone())).unwrap();
+        checked.send(&Celsius(3.0)).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().0, 3.0);
+    });
 }
