@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use memfile_core::Frozen;
@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::fingerprint;
 use crate::listener::{connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
@@ -126,6 +127,10 @@ pub struct Sender<T> {
     socket: Arc<RawSocket>,
     limits: Limits,
     inline_limit: usize,
+    /// Send `T`'s fingerprint (else 0, "not checked").
+    type_check: bool,
+    /// `T`'s fingerprint, once the first message needed it.
+    fingerprint: OnceLock<u32>,
     _message: PhantomData<fn(&T)>,
 }
 
@@ -138,8 +143,50 @@ impl<T> Sender<T> {
             socket,
             limits,
             inline_limit,
+            type_check: true,
+            fingerprint: OnceLock::new(),
             _message: PhantomData,
         }
+    }
+
+    /// Sends fingerprint 0 ("not checked") instead of the message type's fingerprint, so
+    /// that the receiver accepts the messages whatever its type: for a receiver whose type
+    /// is not the sender's but reads the same bytes (a renamed type, a hand-written
+    /// `Deserialize`, a peer in another language with a different type name).
+    ///
+    /// By default every message carries the fingerprint of `T` (see
+    /// [`Error::TypeMismatch`] and `docs/protocol.md`), and a receiver of another type
+    /// rejects it.
+    ///
+    /// ```
+    /// use memfile::ipc::{channel, Error, Sender};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Celsius(f64);
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Fahrenheit(f64);
+    ///
+    /// let (tx, rx) = channel::<Fahrenheit>()?;
+    /// // The same socket, used with another (wire-compatible) type.
+    /// let tx: Sender<Celsius> = Sender::from_raw(tx.raw().clone());
+    /// tx.send(&Celsius(21.0))?;
+    /// assert!(matches!(rx.recv(), Err(Error::TypeMismatch { .. })));
+    ///
+    /// let tx = tx.without_type_check();
+    /// tx.send(&Celsius(21.0))?;
+    /// assert_eq!(rx.recv()?.0, 21.0);
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn without_type_check(mut self) -> Sender<T> {
+        self.set_type_check(false);
+        self
+    }
+
+    /// Turns sending the message type's fingerprint on or off, in place. See
+    /// [`without_type_check`](Self::without_type_check).
+    pub fn set_type_check(&mut self, on: bool) {
+        self.type_check = on;
     }
 
     /// Replaces the limits this sender checks its messages against (the maximum message
@@ -186,8 +233,14 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T: Serialize> Sender<T> {
+impl<T: Serialize + Deserialize<'static>> Sender<T> {
     /// Sends one message, waiting while the socket's buffer is full.
+    ///
+    /// The packet carries the fingerprint of `T` (unless turned off with
+    /// [`without_type_check`](Self::without_type_check)), computed from `T`'s serde shape at
+    /// the first message of this sender; a receiver of another type rejects it with
+    /// [`Error::TypeMismatch`]. That is why `T` must be `Deserialize` too: the fingerprint
+    /// describes the type as a receiver reads it.
     ///
     /// The fds of the message's fd fields are sent along (the message keeps its own);
     /// a spilled message's bytes go into a fresh sealed memfd. A message under the inline
@@ -200,16 +253,23 @@ impl<T: Serialize> Sender<T> {
     ///   [`Limits::max_message_bytes`]; nothing was sent;
     /// - [`Error::TooManyFds`]: more fd fields than [`Limits::max_fds`] (or 253 in all);
     /// - [`Error::Codec`]: serde refused the value (e.g. a map with a non-serializable key);
-    /// - [`Error::Disconnected`]: the receiving end is gone;
+    /// - [`Error::Disconnected`]: the receiving end is gone (`op` is
+    ///   [`Operation::Send`](crate::Operation::Send));
     /// - [`Error::Io`]: creating the spill memfd or `sendmsg` failed otherwise.
+    ///
+    /// Every error that concerns the connection names this sender's socket
+    /// ([`Error::fd`]).
     ///
     /// # Examples
     ///
     /// ```
+    /// use memfile::ipc::{Error, Operation};
+    ///
     /// let (tx, rx) = memfile::ipc::channel::<Vec<u8>>()?;
     /// tx.send(&vec![1, 2, 3])?;
     /// drop(rx);
-    /// assert!(matches!(tx.send(&vec![4]), Err(memfile::ipc::Error::Disconnected)));
+    /// let e = tx.send(&vec![4]).unwrap_err();
+    /// assert!(matches!(e, Error::Disconnected { op: Operation::Send, .. }));
     /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn send(&self, msg: &T) -> Result<()> {
@@ -251,7 +311,7 @@ impl<T: Serialize> Sender<T> {
     /// loop {
     ///     match tx.send_timeout(&chunk, timeout) {
     ///         Ok(()) => continue,
-    ///         Err(Error::Timeout) => break,
+    ///         Err(Error::Timeout { .. }) => break,
     ///         Err(e) => return Err(e),
     ///     }
     /// }
@@ -268,7 +328,8 @@ impl<T: Serialize> Sender<T> {
             .and_then(|mut packet| match deadline {
                 Some(deadline) => packet.send_until(&self.socket, deadline),
                 None => packet.send(&self.socket, false),
-            });
+            })
+            .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
         result
@@ -278,7 +339,8 @@ impl<T: Serialize> Sender<T> {
         let mut buffer = take_send_buffer();
         let result = self
             .encode(msg, &mut buffer)
-            .and_then(|mut packet| packet.send(&self.socket, nonblocking));
+            .and_then(|mut packet| packet.send(&self.socket, nonblocking))
+            .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
         result
@@ -308,21 +370,33 @@ impl<T: Serialize> Sender<T> {
             .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
             .collect();
         let payload_len = buffer.len() - HEADER_LEN;
+        let fingerprint = self.fingerprint();
         let header = Header {
             spilled: false,
             fd_count: field_fds.len() as u32,
             payload_len: payload_len as u64,
+            fingerprint,
         };
         buffer[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         let mut packet = Packet {
             encoded: &buffer[..],
             field_fds,
+            fingerprint,
             spill: None,
         };
         if payload_len > self.inline_limit {
             packet.spill()?;
         }
         Ok(packet)
+    }
+
+    /// What the header's fingerprint field carries: `T`'s fingerprint, or 0.
+    fn fingerprint(&self) -> u32 {
+        if self.type_check {
+            *self.fingerprint.get_or_init(fingerprint::of::<T>)
+        } else {
+            fingerprint::UNCHECKED
+        }
     }
 }
 
@@ -358,6 +432,8 @@ pub(crate) struct Packet<'a> {
     encoded: &'a [u8],
     /// The fds of the message's fd fields, borrowed from the message.
     field_fds: Vec<BorrowedFd<'a>>,
+    /// The message type's fingerprint in the header.
+    fingerprint: u32,
     /// Once the payload is spilled: the header that announces it, and the sealed memfd
     /// holding the payload (it goes last in the packet's fd list).
     spill: Option<([u8; HEADER_LEN], Frozen)>,
@@ -380,6 +456,7 @@ impl Packet<'_> {
             spilled: true,
             fd_count: fd_count as u32,
             payload_len: payload.len() as u64,
+            fingerprint: self.fingerprint,
         };
         self.spill = Some((header.to_bytes(), frozen));
         Ok(())
@@ -442,6 +519,8 @@ impl<T> Clone for Sender<T> {
             socket: self.socket.clone(),
             limits: self.limits,
             inline_limit: self.inline_limit,
+            type_check: self.type_check,
+            fingerprint: self.fingerprint.clone(),
             _message: PhantomData,
         }
     }
@@ -504,16 +583,20 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 /// // Nothing queued: try_recv and recv_timeout return instead of waiting.
 /// assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
 /// let r = rx.recv_timeout(Duration::from_millis(10));
-/// assert!(matches!(r, Err(Error::Timeout)));
+/// assert!(matches!(r, Err(Error::Timeout { .. })));
 ///
 /// drop(tx);
-/// assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+/// assert!(matches!(rx.recv(), Err(Error::Disconnected { .. })));
 /// # Ok::<(), memfile::ipc::Error>(())
 /// ```
 pub struct Receiver<T> {
     socket: Arc<RawSocket>,
     limits: Limits,
     recv_capacity: usize,
+    /// Compare the packets' fingerprints with `T`'s.
+    type_check: bool,
+    /// `T`'s fingerprint, once the first packet needed it.
+    fingerprint: OnceLock<u32>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -526,8 +609,44 @@ impl<T> Receiver<T> {
             socket,
             limits,
             recv_capacity,
+            type_check: true,
+            fingerprint: OnceLock::new(),
             _message: PhantomData,
         }
+    }
+
+    /// Accepts messages whatever message-type fingerprint their packets carry: the bytes
+    /// are decoded as `T` (and rejected with [`Error::Codec`] or an fd error if they are
+    /// not one). For a sender whose type differs but whose bytes are a `T` (a renamed type,
+    /// a hand-written `Serialize`, a foreign peer that computes another fingerprint).
+    ///
+    /// By default a packet whose fingerprint is neither 0 ("not checked") nor `T`'s is
+    /// rejected with [`Error::TypeMismatch`].
+    ///
+    /// ```
+    /// use memfile::ipc::{channel, Receiver};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Old { id: u64 }
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct New { key: u64 } // renamed field: another fingerprint, the same bytes
+    ///
+    /// let (tx, rx) = channel::<Old>()?;
+    /// let rx: Receiver<New> = Receiver::from_raw(rx.raw().clone()).without_type_check();
+    /// tx.send(&Old { id: 7 })?;
+    /// assert_eq!(rx.recv()?.key, 7);
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn without_type_check(mut self) -> Receiver<T> {
+        self.set_type_check(false);
+        self
+    }
+
+    /// Turns the message-type check on or off, in place. See
+    /// [`without_type_check`](Self::without_type_check).
+    pub fn set_type_check(&mut self, on: bool) {
+        self.type_check = on;
     }
 
     fn capacity(socket: &RawSocket, limits: &Limits) -> usize {
@@ -582,7 +701,10 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read;
+    /// - [`Error::Disconnected`]: the peer closed its end and nothing is left to read (`op`
+    ///   is [`Operation::Receive`](crate::Operation::Receive));
+    /// - [`Error::TypeMismatch`]: the sender's message type is not `T` (its fingerprint
+    ///   differs; see [`without_type_check`](Self::without_type_check));
     /// - [`Error::Protocol`] / [`Error::VersionMismatch`]: the packet does not follow the
     ///   wire protocol, or its spilled payload is a sparse memfd (a hole below its end:
     ///   a peer could make this side copy bytes it never wrote);
@@ -599,7 +721,8 @@ impl<T: DeserializeOwned> Receiver<T> {
     ///   [`Limits::heap_budget`] allows;
     /// - [`Error::Io`]: `recvmsg` failed otherwise.
     ///
-    /// After any of these but `Disconnected` and `Io`, the receiver is still usable.
+    /// After any of these but `Disconnected` and `Io`, the receiver is still usable. Every
+    /// error that concerns the connection names this receiver's socket ([`Error::fd`]).
     pub fn recv(&self) -> Result<T> {
         self.recv_mode(RecvMode::Blocking)
     }
@@ -623,7 +746,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// use std::time::Duration;
     /// let (_tx, rx) = memfile::ipc::channel::<u8>()?;
     /// let r = rx.recv_timeout(Duration::from_millis(10));
-    /// assert!(matches!(r, Err(memfile::ipc::Error::Timeout)));
+    /// assert!(matches!(r, Err(memfile::ipc::Error::Timeout { .. })));
     /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
@@ -664,7 +787,9 @@ impl<T: DeserializeOwned> Receiver<T> {
         if buffer.len() < self.recv_capacity {
             buffer.resize(self.recv_capacity, 0);
         }
-        let result = self.receive_and_decode(&mut buffer[..self.recv_capacity], mode);
+        let result = self
+            .receive_and_decode(&mut buffer[..self.recv_capacity], mode)
+            .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         RECV_BUFFER.set(buffer);
         trace::received(&self.socket, &result);
         result
@@ -675,6 +800,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         let mut fds = Vec::new();
         let n = self.socket.recv(buffer, &mut fds, mode)?;
         let header = Header::parse(&buffer[..n], fds.len())?;
+        self.check_type(header.fingerprint)?;
         let field_fds = fds.len() - usize::from(header.spilled);
         let max_fds = self.limits.get_max_fds();
         if field_fds > max_fds {
@@ -698,6 +824,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 .map_err(|e| Error::bad_buffer(index, e))?;
             if payload.len() as u64 != header.payload_len {
                 return Err(Error::Protocol {
+                    fd: None,
                     detail: format!(
                         "spilled payload memfd (fd #{index}) holds {} bytes, header announces {}",
                         payload.len(),
@@ -716,6 +843,24 @@ impl<T: DeserializeOwned> Receiver<T> {
             let heap = self.limits.heap_budget(header.payload_len);
             codec::decode(&buffer[HEADER_LEN..n], heap, &scope)
         }
+    }
+
+    /// Compares a packet's fingerprint with `T`'s; 0 on either side is "not checked".
+    fn check_type(&self, received: u32) -> Result<()> {
+        if !self.type_check || received == fingerprint::UNCHECKED {
+            return Ok(());
+        }
+        let expected = *self.fingerprint.get_or_init(fingerprint::of::<T>);
+        if expected == fingerprint::UNCHECKED || expected == received {
+            return Ok(());
+        }
+        Err(Error::TypeMismatch {
+            expected: std::any::type_name::<T>(),
+            expected_fingerprint: expected,
+            received: fingerprint::known_type(received),
+            received_fingerprint: received,
+            fd: None,
+        })
     }
 }
 
@@ -745,6 +890,7 @@ fn check_allocated(payload: &Frozen, index: usize) -> Result<()> {
         Err(e) => return Err(Error::io("lseek", Some(fd), e)),
     };
     Err(Error::Protocol {
+        fd: None,
         detail: format!(
             "spilled payload memfd (fd #{index}, received as fd {fd}) does not have all of its \
              {claimed} bytes allocated ({why}): a sparse file makes the receiver pay for bytes \
@@ -790,7 +936,7 @@ fn next_item<T: DeserializeOwned>(receiver: &Receiver<T>, done: &mut bool) -> Op
         return None;
     }
     match receiver.recv() {
-        Err(Error::Disconnected) => {
+        Err(Error::Disconnected { .. }) => {
             *done = true;
             None
         }

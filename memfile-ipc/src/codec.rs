@@ -83,6 +83,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
                 Err(Error::Codec {
                     encoding: true,
                     detail: e.to_string(),
+                    fd: None,
                 })
             }
         }
@@ -137,6 +138,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
         Ok((_value, used)) => Err(Error::Codec {
             encoding: false,
             detail: format!("{} trailing bytes after the message", len - used),
+            fd: None,
         }),
         Err(e) => Err(scope.take_error().unwrap_or_else(|| Error::Codec {
             encoding: false,
@@ -146,6 +148,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 }
                 e => e.to_string(),
             },
+            fd: None,
         })),
     }
 }

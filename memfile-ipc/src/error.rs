@@ -24,9 +24,33 @@ pub enum Error {
         source: io::Error,
     },
     /// The peer closed its end (or died): no more messages will come, or be taken.
-    Disconnected,
-    /// `recv_timeout` (or a blocking call with a timeout) ran out of time.
-    Timeout,
+    ///
+    /// Match it as `Error::Disconnected { .. }`.
+    Disconnected {
+        /// What found the peer gone: a [`Send`](Operation::Send) or a
+        /// [`Receive`](Operation::Receive).
+        op: Operation,
+        /// The socket (connection) it was found on.
+        fd: Option<RawFd>,
+        /// The peer's pid as the kernel recorded it (`SO_PEERCRED`: the process that
+        /// connected or listened, or that created a socketpair), where known. `None` when it
+        /// is this process's own pid: for a socketpair this process made ([`channel`],
+        /// [`spawn`]) the kernel names the creator, not the process holding the other end.
+        ///
+        /// [`channel`]: crate::channel
+        /// [`spawn`]: crate::spawn
+        peer_pid: Option<i32>,
+    },
+    /// A call with a time limit (`recv_timeout`, `send_timeout`, `accept_timeout`) ran out
+    /// of time.
+    ///
+    /// Match it as `Error::Timeout { .. }`.
+    Timeout {
+        /// What was waiting.
+        op: Operation,
+        /// The socket it waited on.
+        fd: Option<RawFd>,
+    },
     /// A non-blocking call (`try_send`, `try_recv`) could not proceed now.
     WouldBlock,
     /// The kernel cut the packet short (`MSG_TRUNC`: bytes, `MSG_CTRUNC`: fds). Every fd
@@ -74,6 +98,8 @@ pub enum Error {
         encoding: bool,
         /// bincode's description of the problem.
         detail: String,
+        /// The socket (connection) of the endpoint that was encoding or decoding.
+        fd: Option<RawFd>,
     },
     /// Decoding the received message would need more heap than its budget
     /// ([`Limits::heap_budget`](crate::Limits::heap_budget)): a message much larger in
@@ -130,14 +156,63 @@ pub enum Error {
     Protocol {
         /// What was wrong.
         detail: String,
+        /// The socket (connection) the packet arrived on.
+        fd: Option<RawFd>,
     },
     /// The peer speaks another version of the wire protocol.
     VersionMismatch {
-        /// The version this crate speaks.
+        /// The newest version this crate speaks (it receives versions 1 to `ours`).
         ours: u16,
         /// The version in the peer's packet.
         theirs: u16,
+        /// The socket (connection) the packet arrived on.
+        fd: Option<RawFd>,
     },
+    /// The peer sent a message of another type than this receiver's: the packet's
+    /// message-type fingerprint (see `docs/protocol.md`) differs from the receiver's. The
+    /// packet and its fds were dropped; the receiver stays usable.
+    ///
+    /// The usual causes: the two programs were built from different definitions of the
+    /// message type, or the type parameters of `connect::<Tx, Rx>` / `accept::<Tx, Rx>` /
+    /// `spawn::<Tx, Rx>` are swapped on one side. Checking is turned off with
+    /// [`Receiver::without_type_check`](crate::Receiver::without_type_check) (or on the
+    /// sending side with [`Sender::without_type_check`](crate::Sender::without_type_check)).
+    TypeMismatch {
+        /// The receiver's message type (`std::any::type_name`).
+        expected: &'static str,
+        /// Its fingerprint.
+        expected_fingerprint: u32,
+        /// A type of this process whose fingerprint is the received one, if this process
+        /// has used one (the wire carries only the fingerprint).
+        received: Option<&'static str>,
+        /// The fingerprint in the packet.
+        received_fingerprint: u32,
+        /// The socket (connection) the packet arrived on.
+        fd: Option<RawFd>,
+    },
+}
+
+/// What an endpoint was doing when an error happened (in [`Error::Disconnected`] and
+/// [`Error::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Sending a message or packet.
+    Send,
+    /// Receiving one.
+    Receive,
+    /// Accepting a connection.
+    Accept,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Send => "send",
+            Operation::Receive => "receive",
+            Operation::Accept => "accept",
+        })
+    }
 }
 
 impl Error {
@@ -150,6 +225,54 @@ impl Error {
             kind,
             detail,
         }
+    }
+
+    /// The socket (connection) or other fd the error is about, where the error names one:
+    /// the fd of an [`Io`](Error::Io), [`Disconnected`](Error::Disconnected { .. }),
+    /// [`Timeout`](Error::Timeout { .. }), [`Truncated`](Error::Truncated),
+    /// [`Protocol`](Error::Protocol), [`Codec`](Error::Codec),
+    /// [`VersionMismatch`](Error::VersionMismatch) or [`TypeMismatch`](Error::TypeMismatch).
+    ///
+    /// ```
+    /// use std::os::fd::{AsFd, AsRawFd};
+    ///
+    /// let (tx, rx) = memfile::ipc::channel::<u8>()?;
+    /// let rx_fd = rx.as_fd().as_raw_fd();
+    /// drop(tx);
+    /// let e = rx.recv().unwrap_err();
+    /// assert_eq!(e.fd(), Some(rx_fd));
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    pub fn fd(&self) -> Option<RawFd> {
+        match self {
+            Error::Io { fd, .. }
+            | Error::Disconnected { fd, .. }
+            | Error::Timeout { fd, .. }
+            | Error::Protocol { fd, .. }
+            | Error::Codec { fd, .. }
+            | Error::VersionMismatch { fd, .. }
+            | Error::TypeMismatch { fd, .. } => *fd,
+            Error::Truncated { fd, .. } => Some(*fd),
+            _ => None,
+        }
+    }
+
+    /// Names `socket` as the connection of an error that does not name one yet (the
+    /// endpoints call this on every error they return, so that the places that detect a
+    /// problem need not know the socket).
+    pub(crate) fn on_socket(mut self, socket: RawFd) -> Error {
+        match &mut self {
+            Error::Disconnected { fd, .. }
+            | Error::Timeout { fd, .. }
+            | Error::Protocol { fd, .. }
+            | Error::Codec { fd, .. }
+            | Error::VersionMismatch { fd, .. }
+            | Error::TypeMismatch { fd, .. } => {
+                fd.get_or_insert(socket);
+            }
+            _ => {}
+        }
+        self
     }
 
     /// An `Io` error from a `nix` errno.
@@ -175,8 +298,14 @@ impl fmt::Display for Error {
                 fd: None,
                 source,
             } => write!(f, "{op} failed: {source}"),
-            Error::Disconnected => f.write_str("the peer closed the connection"),
-            Error::Timeout => f.write_str("timed out"),
+            Error::Disconnected { op, fd, peer_pid } => {
+                write!(f, "{op}{}: the peer", OnFd(*fd))?;
+                if let Some(pid) = peer_pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                f.write_str(" closed the connection")
+            }
+            Error::Timeout { op, fd } => write!(f, "{op}{} timed out", OnFd(*fd)),
             Error::WouldBlock => f.write_str("the operation would block"),
             Error::Truncated { fd, bytes, fds } => write!(
                 f,
@@ -207,7 +336,8 @@ impl fmt::Display for Error {
             Error::Codec {
                 encoding: true,
                 detail,
-            } => write!(f, "cannot encode message: {detail}"),
+                fd,
+            } => write!(f, "cannot encode message{}: {detail}", ForFd(*fd)),
             Error::HeapLimitExceeded { at_least, max } => write!(
                 f,
                 "decoding the message needs at least {at_least} bytes of heap, more than its \
@@ -216,7 +346,8 @@ impl fmt::Display for Error {
             Error::Codec {
                 encoding: false,
                 detail,
-            } => write!(f, "cannot decode message: {detail}"),
+                fd,
+            } => write!(f, "cannot decode message{}: {detail}", OnFd(*fd)),
             Error::BadBuffer { index, detail, .. } => {
                 write!(
                     f,
@@ -244,11 +375,58 @@ impl fmt::Display for Error {
             Error::FdOutsideChannel => f.write_str(
                 "an fd field can only be encoded or decoded by a memfile-ipc Sender or Receiver",
             ),
-            Error::Protocol { detail } => write!(f, "protocol error: {detail}"),
-            Error::VersionMismatch { ours, theirs } => write!(
+            Error::Protocol { detail, fd } => write!(f, "protocol error{}: {detail}", OnFd(*fd)),
+            Error::VersionMismatch { ours, theirs, fd } => write!(
                 f,
-                "peer speaks wire protocol version {theirs}, this side speaks version {ours}"
+                "peer{} speaks wire protocol version {theirs}, this side speaks versions 1 to {ours}",
+                OnFd(*fd)
             ),
+            Error::TypeMismatch {
+                expected,
+                expected_fingerprint,
+                received,
+                received_fingerprint,
+                fd,
+            } => {
+                write!(
+                    f,
+                    "message type mismatch{}: this side receives `{expected}` (fingerprint \
+                     {expected_fingerprint:#010x}), the peer sent ",
+                    OnFd(*fd)
+                )?;
+                match received {
+                    Some(name) => write!(f, "`{name}` (fingerprint {received_fingerprint:#010x})")?,
+                    None => write!(f, "a type with fingerprint {received_fingerprint:#010x}")?,
+                }
+                f.write_str(
+                    "; the peers use different message types (different definitions, or the \
+                     Tx/Rx type parameters of connect/accept/spawn swapped on one side)",
+                )
+            }
+        }
+    }
+}
+
+/// `" on fd N"`, or nothing.
+struct OnFd(Option<RawFd>);
+
+impl fmt::Display for OnFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(fd) => write!(f, " on fd {fd}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `" for fd N"`, or nothing.
+struct ForFd(Option<RawFd>);
+
+impl fmt::Display for ForFd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(fd) => write!(f, " for fd {fd}"),
+            None => Ok(()),
         }
     }
 }
@@ -266,8 +444,8 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
         let kind = match &e {
             Error::Io { source, .. } => source.kind(),
-            Error::Disconnected => io::ErrorKind::BrokenPipe,
-            Error::Timeout => io::ErrorKind::TimedOut,
+            Error::Disconnected { .. } => io::ErrorKind::BrokenPipe,
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
             Error::WouldBlock => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::InvalidData,
         };
@@ -287,8 +465,44 @@ mod tests {
                 &["10", "5"][..],
             ),
             (
-                Error::VersionMismatch { ours: 1, theirs: 7 },
-                &["version 7", "version 1"],
+                Error::VersionMismatch {
+                    ours: 2,
+                    theirs: 7,
+                    fd: Some(4),
+                },
+                &["version 7", "1 to 2", "fd 4"],
+            ),
+            (
+                Error::Disconnected {
+                    op: Operation::Send,
+                    fd: Some(5),
+                    peer_pid: Some(77),
+                },
+                &["send on fd 5", "pid 77", "closed"],
+            ),
+            (
+                Error::Timeout {
+                    op: Operation::Receive,
+                    fd: Some(6),
+                },
+                &["receive on fd 6", "timed out"],
+            ),
+            (
+                Error::TypeMismatch {
+                    expected: "app::Request",
+                    expected_fingerprint: 0x1234_5678,
+                    received: Some("(u8, alloc::string::String)"),
+                    received_fingerprint: 0xabcd_ef01,
+                    fd: Some(8),
+                },
+                &[
+                    "fd 8",
+                    "app::Request",
+                    "0x12345678",
+                    "(u8, alloc::string::String)",
+                    "0xabcdef01",
+                    "swapped",
+                ],
             ),
             (
                 Error::FdIndexOutOfRange { index: 4, count: 2 },
@@ -310,14 +524,16 @@ mod tests {
                 Error::Codec {
                     encoding: false,
                     detail: "eof".into(),
+                    fd: Some(3),
                 },
-                &["decode", "eof"],
+                &["decode", "eof", "fd 3"],
             ),
             (
                 Error::Protocol {
                     detail: "bad magic".into(),
+                    fd: Some(9),
                 },
-                &["protocol", "bad magic"],
+                &["protocol", "bad magic", "on fd 9"],
             ),
         ];
         for (error, needles) in cases {

@@ -312,6 +312,17 @@ pub trait FdKind: Sized + private::Sealed {
     /// bytes the message may still map (to be reduced by what this maps).
     #[doc(hidden)]
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self>;
+
+    /// How an fd field of this kind announces itself to the message-type tracer: the
+    /// tracer's marker prefix, then the kind's name in the shape text (`fd<frozen>`, ...:
+    /// `docs/protocol.md`).
+    #[doc(hidden)]
+    const SHAPE: &'static str;
+
+    /// A value of this kind, made only while the message type's fingerprint is traced
+    /// (the traced value is dropped right away).
+    #[doc(hidden)]
+    fn placeholder() -> Result<Self>;
 }
 
 /// Whether the message being decoded lets `Frozen` fields have holes.
@@ -326,6 +337,12 @@ impl private::Sealed for Frozen {}
 /// with [`Frozen::from_fd_with_max_len`] (holes allowed).
 impl FdKind for Frozen {
     const EXPECTED: &'static str = "a sealed memfd (seals Write and Shrink)";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::frozen";
+
+    fn placeholder() -> Result<Self> {
+        Frozen::from_bytes("memfile-ipc type trace", &[0])
+            .map_err(|e| Error::io("creating a placeholder memfd", None, e))
+    }
 
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
@@ -347,6 +364,12 @@ impl private::Sealed for MemFile {}
 /// Received: must be a memfd ([`MemFile::from_fd`]); it may be writable and unsealed.
 impl FdKind for MemFile {
     const EXPECTED: &'static str = "a memfd";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::memfile";
+
+    fn placeholder() -> Result<Self> {
+        MemFile::create_default("memfile-ipc type trace")
+            .map_err(|e| Error::io("creating a placeholder memfd", None, e))
+    }
 
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
@@ -365,6 +388,11 @@ impl private::Sealed for OwnedFd {}
 /// Received: any fd at all, unchecked.
 impl FdKind for OwnedFd {
     const EXPECTED: &'static str = "any fd";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::fd";
+
+    fn placeholder() -> Result<Self> {
+        MemFile::placeholder().map(OwnedFd::from)
+    }
 
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
@@ -379,6 +407,11 @@ impl private::Sealed for RawSocket {}
 /// Received: must be an `AF_UNIX` `SOCK_SEQPACKET` socket ([`RawSocket::from_fd`]).
 impl FdKind for RawSocket {
     const EXPECTED: &'static str = "an AF_UNIX SOCK_SEQPACKET socket";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::socket";
+
+    fn placeholder() -> Result<Self> {
+        RawSocket::pair().map(|(a, _b)| a)
+    }
 
     fn borrow_fd(&self) -> BorrowedFd<'_> {
         self.as_fd()
@@ -416,6 +449,9 @@ pub fn serialize<T: FdKind, S: Serializer>(value: &T, serializer: S) -> Result<S
 /// mapped-bytes budget) or [`Error::BadFdKind`]; outside a [`Receiver`](crate::Receiver)
 /// this always fails.
 pub fn deserialize<'de, T: FdKind, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+    if crate::fingerprint::tracing() {
+        return crate::fingerprint::trace_fd(deserializer, T::SHAPE, T::placeholder);
+    }
     deserialize_fd(deserializer, T::from_received)
 }
 

@@ -20,6 +20,10 @@
 //!   travel the same way.
 //! - A message whose encoding does not fit into one packet is written to a sealed memfd and
 //!   sent as an fd ("spilled"); there is no size ceiling but [`Limits`].
+//! - Every packet carries a fingerprint of its message type's serde shape: a receiver of
+//!   another type (different definitions, or `connect::<Tx, Rx>` / `accept::<Tx, Rx>` with
+//!   the type parameters swapped) rejects it with [`Error::TypeMismatch`], naming both
+//!   types, instead of decoding garbage ([`message_shape`], [`Sender::without_type_check`]).
 //! - Nothing a peer sends makes this crate panic, hang, leak an fd or allocate without
 //!   bound: every bad packet is one [`Error`] variant, naming the fd and what was wrong, and
 //!   the channel stays usable.
@@ -81,7 +85,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
-pub use error::{Error, Result};
+pub use error::{Error, Operation, Result};
 mod trace;
 
 // Transport: packets with fds, listening and connecting, peer credentials, child processes.
@@ -100,6 +104,7 @@ pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 mod channel;
 mod codec;
 pub mod fd;
+mod fingerprint;
 mod limits;
 mod wire;
 pub use channel::{
@@ -111,6 +116,7 @@ mod accept;
 pub use accept::Incoming;
 pub mod select;
 pub use fd::Fd;
+pub use fingerprint::{message_fingerprint, message_shape};
 pub use limits::Limits;
 pub use select::ReceiverSet;
 

@@ -133,7 +133,7 @@ impl Limits {
     /// `Some(u64::MAX)` turns the check off.
     ///
     /// ```
-    /// use memfile_ipc::Limits;
+    /// use memfile::ipc::Limits;
     ///
     /// let limits = Limits::default().max_heap_bytes(Some(64 << 20));
     /// assert_eq!(limits.heap_budget(10), 64 << 20);

@@ -33,7 +33,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{Mode, fchmod};
 
 use crate::cred::{CredentialPolicy, Credentials};
-use crate::error::{Error, Result};
+use crate::error::{Error, Operation, Result};
 use crate::raw::RawSocket;
 use crate::trace;
 
@@ -367,7 +367,7 @@ impl Listener {
     /// let _peer = connect_abstract_raw(&name)?;
     /// // The refused peer is closed and counted; the accept keeps waiting until its deadline.
     /// let r = listener.accept_raw_timeout(Duration::from_millis(20));
-    /// assert!(matches!(r, Err(Error::Timeout)));
+    /// assert!(matches!(r, Err(Error::Timeout { .. })));
     /// assert_eq!(listener.refused_count(), 1);
     /// # Ok::<(), memfile::ipc::Error>(())
     /// ```
@@ -467,7 +467,7 @@ impl Listener {
             // A stream of refused peers must not keep a timed accept past its deadline.
             if let Some(Some(deadline)) = deadline {
                 if Instant::now() >= deadline {
-                    return Err(Error::Timeout);
+                    return Err(Error::Timeout { op: Operation::Accept, fd: Some(raw) });
                 }
             }
         }
@@ -488,7 +488,10 @@ impl Listener {
                         Some(deadline) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
-                                return Err(Error::Timeout);
+                                return Err(Error::Timeout {
+                                    op: Operation::Accept,
+                                    fd: Some(raw),
+                                });
                             }
                             let ms = left.as_micros().div_ceil(1000);
                             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)

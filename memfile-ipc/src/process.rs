@@ -174,7 +174,7 @@ impl ChildProcess {
 /// let (mut buf, mut fds) = ([0u8; 16], Vec::new());
 /// assert!(matches!(
 ///     socket.recv(&mut buf, &mut fds, RecvMode::Blocking),
-///     Err(Error::Disconnected)
+///     Err(Error::Disconnected { .. })
 /// ));
 /// # Ok::<(), memfile::ipc::Error>(())
 /// ```
@@ -266,7 +266,7 @@ pub fn spawn_raw(cmd: &mut Command) -> Result<(ChildProcess, RawSocket)> {
 /// loop {
 ///     match socket.recv(&mut buf, &mut fds, RecvMode::Blocking) {
 ///         Ok(n) => socket.send(&[IoSlice::new(&(n as u64).to_le_bytes())], &[])?,
-///         Err(Error::Disconnected) => break,
+///         Err(Error::Disconnected { .. }) => break,
 ///         Err(e) => return Err(e),
 ///     }
 ///     fds.clear(); // close any fds that came along

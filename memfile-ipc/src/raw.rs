@@ -31,7 +31,7 @@
 //! drop(a);
 //! assert!(matches!(
 //!     b.recv(&mut buf, &mut fds, RecvMode::Blocking),
-//!     Err(memfile::ipc::Error::Disconnected)
+//!     Err(memfile::ipc::Error::Disconnected { .. })
 //! ));
 //! # Ok::<(), memfile::ipc::Error>(())
 //! ```
@@ -50,7 +50,7 @@ use nix::sys::socket::{
 };
 
 use crate::cred::Credentials;
-use crate::error::{Error, Result};
+use crate::error::{Error, Operation, Result};
 
 /// The most fds one packet can carry: the kernel's `SCM_MAX_FD`.
 ///
@@ -249,7 +249,7 @@ impl RawSocket {
                 Err(Errno::EAGAIN) if dontwait => return Err(Error::WouldBlock),
                 // A blocking send on a socket someone set O_NONBLOCK on: wait for room.
                 Err(Errno::EAGAIN) => self.wait(PollFlags::POLLOUT, PollTimeout::NONE)?,
-                Err(e) if is_disconnect(e) => return Err(Error::Disconnected),
+                Err(e) if is_disconnect(e) => return Err(self.disconnected(Operation::Send)),
                 Err(e) => return Err(Error::io("sendmsg", Some(sock), e)),
             }
         }
@@ -286,7 +286,7 @@ impl RawSocket {
                 // EOF, or an empty packet: see the doc comment above.
                 Step::Empty => {
                     return if self.peer_hung_up()? && !self.bytes_queued()? {
-                        Err(Error::Disconnected)
+                        Err(self.disconnected(Operation::Receive))
                     } else {
                         Ok(0)
                     };
@@ -297,7 +297,9 @@ impl RawSocket {
                     RecvMode::Blocking => self.wait(PollFlags::POLLIN, PollTimeout::NONE)?,
                     RecvMode::Deadline(deadline) => self.wait_until(PollFlags::POLLIN, deadline)?,
                 },
-                Step::Errno(e) if is_disconnect(e) => return Err(Error::Disconnected),
+                Step::Errno(e) if is_disconnect(e) => {
+                    return Err(self.disconnected(Operation::Receive));
+                }
                 Step::Errno(e) => return Err(Error::io("recvmsg", Some(self.fd.as_raw_fd()), e)),
             }
         }
@@ -361,7 +363,15 @@ impl RawSocket {
     pub(crate) fn wait_until(&self, events: PollFlags, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Timeout);
+            let op = if events.contains(PollFlags::POLLOUT) {
+                Operation::Send
+            } else {
+                Operation::Receive
+            };
+            return Err(Error::Timeout {
+                op,
+                fd: Some(self.fd.as_raw_fd()),
+            });
         }
         // Round up, so that we never spin on a zero-millisecond poll.
         let ms = left.as_micros().div_ceil(1000);
@@ -405,6 +415,21 @@ impl RawSocket {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(Error::io("poll", Some(self.fd.as_raw_fd()), e)),
             }
+        }
+    }
+
+    /// [`Error::Disconnected`] for `op` on this socket, with the peer's pid where known (see
+    /// the variant's doc): looked up only now, on the way out.
+    fn disconnected(&self, op: Operation) -> Error {
+        let peer_pid = self
+            .peer_credentials()
+            .ok()
+            .map(|c| c.pid)
+            .filter(|&pid| pid > 0 && pid != std::process::id() as i32);
+        Error::Disconnected {
+            op,
+            fd: Some(self.fd.as_raw_fd()),
+            peer_pid,
         }
     }
 

@@ -26,7 +26,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::de::DeserializeOwned;
 
-use crate::{Credentials, Error, Listener, Receiver, Result, Sender};
+use crate::{Credentials, Error, Listener, Operation, Receiver, Result, Sender};
 
 /// Names one source in a [`ReceiverSet`]; returned by [`add`](ReceiverSet::add) and
 /// [`add_listener`](ReceiverSet::add_listener). Keys are never reused within a set.
@@ -94,7 +94,7 @@ where
 
     fn ends_on(&self, error: &Error) -> bool {
         // As `Receiver::iter`: the end of the connection, or a socket that itself failed.
-        matches!(error, Error::Disconnected | Error::Io { .. })
+        matches!(error, Error::Disconnected { .. } | Error::Io { .. })
     }
 
     fn inner_type(&self) -> TypeId {
@@ -417,7 +417,7 @@ impl<M> ReceiverSet<M> {
                 return Ok(event);
             }
             if self.entries.is_empty() {
-                return Err(Error::Disconnected);
+                return Err(Error::Disconnected { op: Operation::Receive, fd: None, peer_pid: None });
             }
             let timeout = match wait {
                 Wait::Forever => PollTimeout::NONE,
@@ -428,7 +428,7 @@ impl<M> ReceiverSet<M> {
                 Wait::Until(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() && polled {
-                        return Err(Error::Timeout);
+                        return Err(Error::Timeout { op: Operation::Receive, fd: None });
                     }
                     let ms = left.as_micros().div_ceil(1000);
                     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)

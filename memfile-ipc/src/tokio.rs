@@ -64,8 +64,8 @@ use ::tokio::io::Interest;
 use ::tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use ::tokio::runtime::Handle;
 use futures_core::{FusedStream, Stream};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::channel::{recycle_send_buffer, take_send_buffer};
 use crate::raw::RawSocket;
@@ -205,6 +205,14 @@ impl<T> AsyncSender<T> {
         self
     }
 
+    /// Sends fingerprint 0 ("not checked") instead of the message type's (see
+    /// [`Sender::without_type_check`]).
+    #[must_use]
+    pub fn without_type_check(mut self) -> AsyncSender<T> {
+        self.inner.set_type_check(false);
+        self
+    }
+
     /// The process at the other end (see [`Sender::peer_credentials`]).
     ///
     /// # Errors
@@ -215,7 +223,7 @@ impl<T> AsyncSender<T> {
     }
 }
 
-impl<T: Serialize> AsyncSender<T> {
+impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
     /// Sends one message, waiting (asynchronously) while the socket's buffer is full.
     ///
     /// The message is encoded once (a large one into a sealed memfd), then sent whole when
@@ -239,7 +247,8 @@ impl<T: Serialize> AsyncSender<T> {
                 on_readiness(&self.io, Interest::WRITABLE, || packet.send(socket, true)).await
             }
             Err(e) => Err(e),
-        };
+        }
+        .map_err(|e| e.on_socket(self.inner.raw().as_raw_fd()));
         recycle_send_buffer(buffer);
         trace::sent(self.inner.raw(), &result);
         result
@@ -351,6 +360,14 @@ impl<T> AsyncReceiver<T> {
         self
     }
 
+    /// Accepts messages whatever type fingerprint they carry (see
+    /// [`Receiver::without_type_check`]).
+    #[must_use]
+    pub fn without_type_check(mut self) -> AsyncReceiver<T> {
+        self.inner.set_type_check(false);
+        self
+    }
+
     /// The process at the other end (see [`Sender::peer_credentials`]).
     ///
     /// # Errors
@@ -419,7 +436,7 @@ impl<T: DeserializeOwned> Stream for AsyncReceiver<T> {
             return Poll::Ready(None);
         }
         match ready!(this.poll_recv(cx)) {
-            Err(Error::Disconnected) => {
+            Err(Error::Disconnected { .. }) => {
                 this.stream_ended = true;
                 Poll::Ready(None)
             }

@@ -62,8 +62,8 @@ pub(crate) fn received<T>(socket: &RawSocket, result: &crate::Result<T>) {
 #[cfg_attr(not(feature = "tracing"), inline)]
 fn received_error(socket: &RawSocket, error: &Error) {
     match error {
-        Error::WouldBlock | Error::Timeout => {}
-        Error::Disconnected => {
+        Error::WouldBlock | Error::Timeout { .. } => {}
+        Error::Disconnected { .. } => {
             event!(debug, fd = socket.as_raw_fd(), "peer closed the connection");
         }
         _ => {
@@ -88,7 +88,7 @@ fn received_error(socket: &RawSocket, error: &Error) {
 /// A send on `socket` found the peer gone.
 #[inline]
 pub(crate) fn sent<T>(socket: &RawSocket, result: &crate::Result<T>) {
-    if let Err(Error::Disconnected) = result {
+    if let Err(Error::Disconnected { .. }) = result {
         event!(
             debug,
             fd = socket.as_raw_fd(),

@@ -7,8 +7,11 @@ use crate::{Error, Result};
 
 /// `b"MFIP"`: the first four bytes of every packet.
 pub(crate) const MAGIC: [u8; 4] = *b"MFIP";
-/// The protocol version this crate speaks.
-pub(crate) const VERSION: u16 = 1;
+/// The protocol version this crate sends.
+pub(crate) const VERSION: u16 = 2;
+/// The oldest version this crate still receives: version 1 is version 2 without the
+/// message-type fingerprint (its bytes 12..16 are zero, "not checked").
+pub(crate) const OLDEST_VERSION: u16 = 1;
 /// Header size in bytes.
 pub(crate) const HEADER_LEN: usize = 24;
 /// Flag: the payload is not in the packet but in a sealed memfd, the packet's last fd.
@@ -25,6 +28,9 @@ pub(crate) struct Header {
     pub(crate) fd_count: u32,
     /// Payload length in bytes.
     pub(crate) payload_len: u64,
+    /// The fingerprint of the message's type (`fingerprint.rs`); 0: not checked (also every
+    /// version-1 packet).
+    pub(crate) fingerprint: u32,
 }
 
 impl Header {
@@ -36,7 +42,7 @@ impl Header {
         let flags = if self.spilled { FLAG_SPILLED } else { 0 };
         b[6..8].copy_from_slice(&flags.to_le_bytes());
         b[8..12].copy_from_slice(&self.fd_count.to_le_bytes());
-        // 12..16: reserved, zero.
+        b[12..16].copy_from_slice(&self.fingerprint.to_le_bytes());
         b[16..24].copy_from_slice(&self.payload_len.to_le_bytes());
         b
     }
@@ -46,11 +52,12 @@ impl Header {
     ///
     /// # Errors
     ///
-    /// [`Error::VersionMismatch`] for another version, [`Error::Protocol`] for anything
-    /// else that does not add up (short packet, bad magic, unknown flags, reserved bits,
-    /// a length or fd count that differs from what arrived).
+    /// [`Error::VersionMismatch`] for a version other than 1 or 2, [`Error::Protocol`] for
+    /// anything else that does not add up (short packet, bad magic, unknown flags, a
+    /// version-1 packet with bytes 12..16 not zero, a length or fd count that differs from
+    /// what arrived).
     pub(crate) fn parse(packet: &[u8], fds_received: usize) -> Result<Header> {
-        let proto = |detail: String| Err(Error::Protocol { detail });
+        let proto = |detail: String| Err(Error::Protocol { detail, fd: None });
         if packet.len() < HEADER_LEN {
             return proto(format!(
                 "packet of {} bytes is shorter than the {HEADER_LEN}-byte header",
@@ -65,10 +72,11 @@ impl Header {
             ));
         }
         let version = u16::from_le_bytes([packet[4], packet[5]]);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::VersionMismatch {
                 ours: VERSION,
                 theirs: version,
+                fd: None,
             });
         }
         let flags = u16::from_le_bytes([packet[6], packet[7]]);
@@ -80,9 +88,11 @@ impl Header {
         }
         let spilled = flags & FLAG_SPILLED != 0;
         let fd_count = u32::from_le_bytes(packet[8..12].try_into().expect("4 bytes"));
-        let reserved = u32::from_le_bytes(packet[12..16].try_into().expect("4 bytes"));
-        if reserved != 0 {
-            return proto(format!("reserved header field is {reserved:#x}, must be 0"));
+        let fingerprint = u32::from_le_bytes(packet[12..16].try_into().expect("4 bytes"));
+        if version == 1 && fingerprint != 0 {
+            return proto(format!(
+                "reserved header field of a version-1 packet is {fingerprint:#x}, must be 0"
+            ));
         }
         let payload_len = u64::from_le_bytes(packet[16..24].try_into().expect("8 bytes"));
         if fd_count as usize != fds_received {
@@ -109,6 +119,7 @@ impl Header {
             spilled,
             fd_count,
             payload_len,
+            fingerprint,
         })
     }
 }
@@ -123,14 +134,18 @@ mod tests {
             spilled: true,
             fd_count: 3,
             payload_len: 1 << 40,
+            fingerprint: 0xdead_beef,
         };
         let b = h.to_bytes();
         assert_eq!(&b[0..4], b"MFIP");
+        assert_eq!(&b[4..6], &[2, 0]);
+        assert_eq!(&b[12..16], &0xdead_beef_u32.to_le_bytes());
         assert_eq!(Header::parse(&b, 3).unwrap(), h);
         let h = Header {
             spilled: false,
             fd_count: 0,
             payload_len: 5,
+            fingerprint: 0,
         };
         let mut p = h.to_bytes().to_vec();
         p.extend_from_slice(b"hello");
@@ -143,6 +158,7 @@ mod tests {
             spilled: false,
             fd_count: 1,
             payload_len: 0,
+            fingerprint: 7,
         }
         .to_bytes();
         let bad = |f: &dyn Fn(&mut [u8; HEADER_LEN]), fds: usize| {
@@ -154,10 +170,23 @@ mod tests {
         assert!(matches!(bad(&|b| b[0] = b'X', 1), Error::Protocol { .. }));
         assert!(matches!(
             bad(&|b| b[4] = 9, 1),
-            Error::VersionMismatch { ours: 1, theirs: 9 }
+            Error::VersionMismatch {
+                ours: 2,
+                theirs: 9,
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(&|b| b[4] = 0, 1),
+            Error::VersionMismatch {
+                ours: 2,
+                theirs: 0,
+                ..
+            }
         ));
         assert!(matches!(bad(&|b| b[6] = 2, 1), Error::Protocol { .. }));
-        assert!(matches!(bad(&|b| b[13] = 1, 1), Error::Protocol { .. }));
+        // Version 1: bytes 12..16 are reserved and must be zero.
+        assert!(matches!(bad(&|b| b[4] = 1, 1), Error::Protocol { .. }));
         assert!(matches!(bad(&|b| b[16] = 1, 1), Error::Protocol { .. }));
         assert!(matches!(
             Header::parse(&good[..10], 1),
@@ -168,8 +197,27 @@ mod tests {
             spilled: true,
             fd_count: 0,
             payload_len: 1,
+            fingerprint: 0,
         }
         .to_bytes();
         assert!(matches!(Header::parse(&s, 0), Err(Error::Protocol { .. })));
+    }
+
+    #[test]
+    fn version_1_is_fingerprint_0() {
+        let mut b = Header {
+            spilled: false,
+            fd_count: 0,
+            payload_len: 0,
+            fingerprint: 0,
+        }
+        .to_bytes();
+        b[4] = 1;
+        let h = Header::parse(&b, 0).unwrap();
+        assert_eq!(h.fingerprint, 0);
+        // Any fingerprint in version 2, including 0.
+        b[4] = 2;
+        b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Header::parse(&b, 0).unwrap().fingerprint, u32::MAX);
     }
 }

@@ -80,7 +80,10 @@ fn send_timeout_on_a_full_buffer_times_out_and_sends_nothing() {
         let start = Instant::now();
         let r = tx.send_timeout(&chunk(999, len), timeout);
         let took = start.elapsed();
-        assert!(matches!(r, Err(Error::Timeout)), "{len} bytes: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Timeout { .. })),
+            "{len} bytes: {r:?}"
+        );
         assert!(took >= timeout, "{len} bytes: timed out after {took:?}");
         assert!(
             took < timeout + Duration::from_secs(10),
@@ -91,7 +94,7 @@ fn send_timeout_on_a_full_buffer_times_out_and_sends_nothing() {
     // A zero timeout is one attempt.
     assert!(matches!(
         tx.send_timeout(&chunk(999, 1), Duration::ZERO),
-        Err(Error::Timeout)
+        Err(Error::Timeout { .. })
     ));
     // Nothing of the timed-out messages went out: exactly the chunks that fit, in order.
     drain(&rx, sent);
@@ -137,7 +140,7 @@ fn send_timeout_to_a_closed_peer_is_disconnected() {
     let (tx, rx) = channel::<Chunk>().unwrap();
     drop(rx);
     let r = tx.send_timeout(&chunk(0, 1), Duration::from_secs(5));
-    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    assert!(matches!(r, Err(Error::Disconnected { .. })), "{r:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -329,7 +332,7 @@ mod with_tokio {
             assert_eq!(next(&mut rx).await.unwrap().unwrap(), 5);
             assert!(next(&mut rx).await.is_none());
             assert!(rx.is_terminated());
-            assert!(matches!(rx.recv().await, Err(Error::Disconnected)));
+            assert!(matches!(rx.recv().await, Err(Error::Disconnected { .. })));
         });
     }
 

@@ -32,7 +32,7 @@ fn receive_with<T: DeserializeOwned>(limits: Limits, payload: &[u8]) -> Result<(
 }
 
 fn refused(r: &Result<(), Error>, what: &str) -> bool {
-    matches!(r, Err(Error::Codec { encoding: false, detail }) if detail.contains(what))
+    matches!(r, Err(Error::Codec { encoding: false, detail, .. }) if detail.contains(what))
 }
 
 const SLACK: u64 = 65_536;

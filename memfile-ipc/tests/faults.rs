@@ -214,9 +214,9 @@ fn peer_killed_at_random_points() {
         };
         killer.join().unwrap();
         match outcome {
-            Error::Disconnected => disconnected += 1,
+            Error::Disconnected { .. } => disconnected += 1,
             // The kill must be seen at once, not by waiting out the receive timeout.
-            Error::Timeout => panic!(
+            Error::Timeout { .. } => panic!(
                 "seed {seed:#x} run {run} after {n} steps: the {PATIENCE:?} timeout ran out \
                  instead of Disconnected"
             ),
@@ -224,12 +224,12 @@ fn peer_killed_at_random_points() {
         }
         // Once disconnected, it stays so.
         assert!(
-            matches!(rx.try_recv(), Err(Error::Disconnected)),
+            matches!(rx.try_recv(), Err(Error::Disconnected { .. })),
             "seed {seed:#x} run {run}"
         );
         assert!(matches!(
             tx.send(&Request::Echo(0, String::new())),
-            Err(Error::Disconnected)
+            Err(Error::Disconnected { .. })
         ));
         let status = child.wait().unwrap();
         assert!(
@@ -319,7 +319,7 @@ fn sender_dies_right_after_sending() {
     }
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     drop((tx, rx, child));
     // Every fd this test received is closed by the drops above. Another test's thread of
@@ -400,7 +400,7 @@ fn interrupted_recv_and_timeouts_are_retried() {
         // A timeout keeps its length when signals interrupt the wait.
         let t = Instant::now();
         let r = rx.recv_timeout(Duration::from_millis(300));
-        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
         let waited = t.elapsed();
         assert!(
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
@@ -468,7 +468,7 @@ fn interrupted_blocking_send_is_retried() {
     pest.join().unwrap();
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     let handled = SIGNALS.load(Ordering::Relaxed) - before;
     assert!(handled > 0, "no signal handled");
@@ -603,7 +603,7 @@ fn full_buffer_blocks_send_and_try_send_says_so() {
     drop(tx);
     assert!(matches!(
         rx.recv_timeout(PATIENCE),
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     drop(rx);
     assert_eq!(open_fds(), before);

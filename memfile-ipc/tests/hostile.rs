@@ -174,13 +174,13 @@ fn bad_magic_version_flags_reserved() {
         p[..4].copy_from_slice(&magic);
         case(&format!("magic {magic:?}"), with_fd(p), is_protocol);
     }
-    for version in [0u16, 2, 0x100, u16::MAX] {
+    for version in [0u16, 3, 0x100, u16::MAX] {
         let mut p = good.clone();
         p[4..6].copy_from_slice(&version.to_le_bytes());
         case(
             &format!("version {version}"),
             with_fd(p),
-            |e| matches!(e, Error::VersionMismatch { ours: 1, theirs } if *theirs == version),
+            |e| matches!(e, Error::VersionMismatch { ours: 2, theirs, .. } if *theirs == version),
         );
     }
     for flags in [2u16, 4, 0x8000, u16::MAX] {
@@ -288,7 +288,10 @@ fn empty_packet_then_close() {
     // The valid message is never lost, and only the real end is reported as Disconnected.
     assert!(matches!(first, Err(Error::Protocol { .. })), "{first:?}");
     assert_eq!(second.unwrap().text, "after");
-    assert!(matches!(third, Err(Error::Disconnected)), "{third:?}");
+    assert!(
+        matches!(third, Err(Error::Disconnected { .. })),
+        "{third:?}"
+    );
     assert_eq!(open_fds(), before - 1);
 }
 

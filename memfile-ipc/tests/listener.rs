@@ -43,7 +43,7 @@ fn accept_hello(l: &Listener, hello: &[u8]) -> (RawSocket, Credentials) {
         let (s, c) = l.accept_raw_timeout(Duration::from_secs(10)).unwrap();
         match recv_packet(&s) {
             Ok(p) if p == hello => return (s, c),
-            Err(Error::Disconnected) => continue,
+            Err(Error::Disconnected { .. }) => continue,
             other => panic!("unexpected first packet: {other:?}"),
         }
     }
@@ -74,7 +74,10 @@ fn path_listener_round_trip_with_credentials() {
     server.send(&[IoSlice::new(b"pong")], &[]).unwrap();
     assert_eq!(recv_packet(&client).unwrap(), b"pong");
     drop(server);
-    assert!(matches!(recv_packet(&client), Err(Error::Disconnected)));
+    assert!(matches!(
+        recv_packet(&client),
+        Err(Error::Disconnected { .. })
+    ));
 }
 
 /// The socket file never exists with a mode wider than 0600: it is created 0600 and its mode
@@ -275,7 +278,7 @@ fn accept_timeout_and_try_accept() {
     let t = Instant::now();
     assert!(matches!(
         l.accept_raw_timeout(Duration::from_millis(100)),
-        Err(Error::Timeout)
+        Err(Error::Timeout { .. })
     ));
     assert!(t.elapsed() >= Duration::from_millis(100));
     let c = connect_abstract_raw(l.abstract_name().unwrap()).unwrap();
@@ -374,7 +377,7 @@ fn policy_rejection_closes_the_connection_and_keeps_listening() {
         other => panic!("expected PeerRejected, got {other:?}"),
     }
     // The rejected peer sees the connection closed, and no fd of ours leaked.
-    assert!(matches!(recv_packet(&c), Err(Error::Disconnected)));
+    assert!(matches!(recv_packet(&c), Err(Error::Disconnected { .. })));
     drop(c);
     assert_eq!(fd_count(), base);
 
@@ -477,7 +480,7 @@ fn child_connect_as_nobody() {
     // An abstract name has no file permissions: the connect itself succeeds.
     let c = connect_abstract_raw(name.as_bytes()).unwrap();
     match (expect.as_str(), recv_packet(&c)) {
-        ("rejected", Err(Error::Disconnected)) => {}
+        ("rejected", Err(Error::Disconnected { .. })) => {}
         ("accepted", Ok(p)) if p == b"welcome" => {}
         (want, got) => panic!("expected {want}, got {got:?}"),
     }

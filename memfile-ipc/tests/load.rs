@@ -132,7 +132,7 @@ fn consume(rx: memfile_ipc::Receiver<Load>) -> (u32, u64, u64, u64) {
     loop {
         let m = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(m) => m,
-            Err(Error::Disconnected) => break,
+            Err(Error::Disconnected { .. }) => break,
             Err(e) => panic!("producer {producer:?} after {next} messages: {e}"),
         };
         let p = *producer.get_or_insert(m.producer);

@@ -103,7 +103,10 @@ fn typed_round_trips() {
         Reply::Text(format!("aβ{}", "c".repeat(500_000)))
     );
     tx.send(&Request::Quit).unwrap();
-    assert!(matches!(rx.recv_timeout(TIMEOUT), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(TIMEOUT),
+        Err(Error::Disconnected { .. })
+    ));
     expect_success(child);
 }
 
@@ -327,9 +330,9 @@ fn peer_dying_mid_conversation_is_disconnected() {
     assert_eq!(rx.recv_timeout(TIMEOUT).unwrap(), 42);
     let start = Instant::now();
     let r = rx.recv_timeout(TIMEOUT);
-    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    assert!(matches!(r, Err(Error::Disconnected { .. })), "{r:?}");
     assert!(start.elapsed() < TIMEOUT);
-    assert!(matches!(tx.send(&1), Err(Error::Disconnected)));
+    assert!(matches!(tx.send(&1), Err(Error::Disconnected { .. })));
     assert!(!child.wait().unwrap().success());
 }
 
@@ -347,7 +350,10 @@ fn frozen_outlives_the_process_that_made_it() {
     let (child, _tx, rx) = spawn_child::<(), Fd<Frozen>>("frozen_then_exit");
     let frozen = rx.recv_timeout(TIMEOUT).unwrap().into_inner();
     expect_success(child);
-    assert!(matches!(rx.recv_timeout(TIMEOUT), Err(Error::Disconnected)));
+    assert!(matches!(
+        rx.recv_timeout(TIMEOUT),
+        Err(Error::Disconnected { .. })
+    ));
     assert_eq!(frozen.len(), 3_000_000);
     assert!(
         frozen

@@ -209,7 +209,12 @@ fn check_receive(packet: &[u8], fds: Vec<OwnedFd>) -> Result<(), TestCaseError> 
     let result = rx.try_recv();
     match &result {
         Ok(_) => {}
-        Err(Error::WouldBlock | Error::Disconnected | Error::Timeout | Error::Io { .. }) => {
+        Err(
+            Error::WouldBlock
+            | Error::Disconnected { .. }
+            | Error::Timeout { .. }
+            | Error::Io { .. },
+        ) => {
             return Err(TestCaseError::fail(format!(
                 "not a per-message error: {result:?}"
             )));

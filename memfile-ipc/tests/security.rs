@@ -178,9 +178,9 @@ fn no_window_between_receipt_and_close_on_exec() {
             while !stop.load(Ordering::Relaxed) {
                 match rx.recv_timeout(Duration::from_millis(50)) {
                     Ok(fds) => n += fds.len(),
-                    Err(Error::Timeout) => {}
+                    Err(Error::Timeout { .. }) => {}
                     // The sender thread stopped first.
-                    Err(Error::Disconnected) => break,
+                    Err(Error::Disconnected { .. }) => break,
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -246,7 +246,7 @@ fn child() {
                 &mut Vec::new(),
                 RecvMode::Deadline(std::time::Instant::now() + Duration::from_secs(20)),
             );
-            assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+            assert!(matches!(r, Err(Error::Disconnected { .. })), "{r:?}");
         }
         (role, other) => panic!("{role}: {other:?}"),
     }

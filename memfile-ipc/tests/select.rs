@@ -55,11 +55,11 @@ fn receivers_of_different_types_deliver_through_one_enum() {
     assert!(matches!(set.try_select(), Err(Error::WouldBlock)));
     assert!(matches!(
         set.select_timeout(Duration::from_millis(10)),
-        Err(Error::Timeout)
+        Err(Error::Timeout { .. })
     ));
     assert!(matches!(
         set.select_timeout(Duration::ZERO),
-        Err(Error::Timeout)
+        Err(Error::Timeout { .. })
     ));
 }
 
@@ -143,7 +143,7 @@ fn a_disconnected_receiver_is_reported_once_and_dropped() {
                 assert_eq!(k, key);
                 got.push(n);
             }
-            Event::Closed(k, Error::Disconnected) => {
+            Event::Closed(k, Error::Disconnected { .. }) => {
                 assert_eq!(k, key);
                 break;
             }
@@ -159,8 +159,8 @@ fn a_disconnected_receiver_is_reported_once_and_dropped() {
 
     assert!(set.remove(other));
     assert!(set.is_empty());
-    assert!(matches!(set.select(), Err(Error::Disconnected)));
-    assert!(matches!(set.try_select(), Err(Error::Disconnected)));
+    assert!(matches!(set.select(), Err(Error::Disconnected { .. })));
+    assert!(matches!(set.try_select(), Err(Error::Disconnected { .. })));
 }
 
 /// A rejected message is an error event and the receiver stays, delivering the next one.
@@ -265,14 +265,14 @@ fn a_listener_and_its_clients_on_one_thread() {
         &mut Vec::new(),
         memfile_ipc::raw::RecvMode::NonBlocking,
     );
-    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    assert!(matches!(r, Err(Error::Disconnected { .. })), "{r:?}");
 
     // Clients leaving are reported closed, once each; the listener stays.
     drop(clients);
     let mut closed = 0;
     while closed < 3 {
         match next(&mut set) {
-            Event::Closed(key, Error::Disconnected) => {
+            Event::Closed(key, Error::Disconnected { .. }) => {
                 assert!(replies.remove(&key).is_some());
                 closed += 1;
             }
@@ -333,7 +333,7 @@ fn receivers_sent_from_another_thread_join_the_set() {
                 set.add(rx, Control::Number);
             }
             Event::Message(_, Control::Number(n)) => got.push(n),
-            Event::Closed(_, Error::Disconnected) => closed += 1,
+            Event::Closed(_, Error::Disconnected { .. }) => closed += 1,
             Event::Error(key, error) => panic!("{key:?}: {error}"),
             Event::Closed(key, error) => panic!("{key:?} closed: {error}"),
         }
@@ -373,7 +373,7 @@ fn a_message_taken_elsewhere_is_not_waited_for() {
     assert!(matches!(set.try_select(), Err(Error::WouldBlock)));
     assert!(matches!(
         set.select_timeout(Duration::from_millis(20)),
-        Err(Error::Timeout)
+        Err(Error::Timeout { .. })
     ));
     a_tx.send(&3).unwrap();
     assert!(matches!(next(&mut set), Event::Message(k, 3) if k == a));

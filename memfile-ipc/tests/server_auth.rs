@@ -68,7 +68,7 @@ fn path_server_is_checked_before_use() {
     assert_eq!(fd_count(), base, "the refused client socket leaked");
     let (s, peer) = l.accept_raw().unwrap();
     assert_eq!(peer.pid, our.0);
-    assert!(matches!(recv_packet(&s), Err(Error::Disconnected)));
+    assert!(matches!(recv_packet(&s), Err(Error::Disconnected { .. })));
     drop(s);
 
     // Typed: the same check, then working endpoints.
@@ -206,7 +206,7 @@ fn child_listen_as_nobody() {
     for _ in 0..2 {
         let (s, peer) = l.accept_raw_timeout(Duration::from_secs(30)).unwrap();
         assert_eq!(peer.uid, 0);
-        assert!(matches!(recv_packet(&s), Err(Error::Disconnected)));
+        assert!(matches!(recv_packet(&s), Err(Error::Disconnected { .. })));
     }
     let (s, _) = l.accept_raw_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(recv_packet(&s).unwrap(), b"hello");

@@ -15,10 +15,11 @@ fn raw_header(raw: &RawSocket) -> (u16, u32, u64, usize, Vec<OwnedFd>) {
     let mut fds = Vec::new();
     let n = raw.recv(&mut buf, &mut fds, RecvMode::NonBlocking).unwrap();
     assert_eq!(&buf[0..4], b"MFIP");
-    assert_eq!(u16::from_le_bytes([buf[4], buf[5]]), 1);
+    assert_eq!(u16::from_le_bytes([buf[4], buf[5]]), 2);
     let flags = u16::from_le_bytes([buf[6], buf[7]]);
     let fd_count = u32::from_le_bytes(buf[8..12].try_into().unwrap());
-    assert_eq!(&buf[12..16], &[0; 4]);
+    // 12..16: the message type's fingerprint (tests/type_check.rs), never 0 by default.
+    assert_ne!(&buf[12..16], &[0; 4]);
     let len = u64::from_le_bytes(buf[16..24].try_into().unwrap());
     (flags, fd_count, len, n, fds)
 }
@@ -203,7 +204,7 @@ fn huge_length_claim_in_a_spilled_payload_is_refused() {
     }
     let e = send_spilled(&m, len).unwrap_err();
     assert!(
-        matches!(&e, Error::Protocol { detail } if detail.contains("allocated")),
+        matches!(&e, Error::Protocol { detail, .. } if detail.contains("allocated")),
         "{e:?}"
     );
 }

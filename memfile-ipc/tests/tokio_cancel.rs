@@ -96,7 +96,7 @@ async fn receive_while_cancelling() {
                     assert_eq!(msg.padding.len(), padding_len(next));
                     next += 1;
                 }
-                Err(Error::Disconnected) => break,
+                Err(Error::Disconnected { .. }) => break,
                 Err(e) => panic!("message {next}: {e}"),
             },
             () = tokio::time::sleep(wait) => cancelled += 1,

@@ -205,9 +205,9 @@ async fn disconnect_is_reported_both_ways() {
     let mut waiter = Box::pin(rx2.recv());
     assert!(poll_once(&mut waiter).await.is_pending());
     drop(tx2);
-    assert!(matches!(within(waiter).await, Err(Error::Disconnected)));
+    assert!(matches!(within(waiter).await, Err(Error::Disconnected { .. })));
     drop(rx);
-    assert!(matches!(tx.send(&1).await, Err(Error::Disconnected)));
+    assert!(matches!(tx.send(&1).await, Err(Error::Disconnected { .. })));
 }
 both_runtimes!(disconnect, super::disconnect_is_reported_both_ways());
 
@@ -225,7 +225,7 @@ async fn many_waiters_share_the_messages() {
                 loop {
                     match rx.recv().await {
                         Ok(n) => got.push(n),
-                        Err(Error::Disconnected) => return got,
+                        Err(Error::Disconnected { .. }) => return got,
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -289,7 +289,7 @@ async fn listener_accepts_and_refuses() {
     let (_ctx, crx) = connect::<u8, u8>(&path).unwrap();
     let e = within(listener.accept_raw()).await.unwrap_err();
     assert!(matches!(e, Error::PeerRejected { .. }), "{e:?}");
-    assert!(matches!(within(crx.recv()).await, Err(Error::Disconnected)));
+    assert!(matches!(within(crx.recv()).await, Err(Error::Disconnected { .. })));
     listener.set_credential_policy(CredentialPolicy::SameUid);
     let (_ctx2, _crx2) = connect::<u8, u8>(&path).unwrap();
     let (_sock, peer) = within(listener.accept_raw()).await.unwrap();

@@ -105,7 +105,7 @@ fn child_async_worker() {
                     reply.send(&(id, sum(&data))).await.unwrap();
                 }
                 Ok(Job::Make { len, fill }) => tx.send(&make(len, fill)).await.unwrap(),
-                Ok(Job::Quit) | Err(Error::Disconnected) => return,
+                Ok(Job::Quit) | Err(Error::Disconnected { .. }) => return,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -137,7 +137,7 @@ async fn serve_jobs(role: &str) {
         assert!(made.frozen.iter().all(|&b| b == fill));
     }
     tx.send(&Job::Quit).await.unwrap();
-    assert!(matches!(within(rx.recv()).await, Err(Error::Disconnected)));
+    assert!(matches!(within(rx.recv()).await, Err(Error::Disconnected { .. })));
     expect_success(child).await;
 }
 
@@ -160,10 +160,10 @@ async fn child_dies() {
     assert!(poll_once(&mut waiting).await.is_pending());
     child.kill().unwrap();
     let r = within(waiting).await;
-    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    assert!(matches!(r, Err(Error::Disconnected { .. })), "{r:?}");
     assert!(matches!(
         tx.send(&Job::Quit).await,
-        Err(Error::Disconnected)
+        Err(Error::Disconnected { .. })
     ));
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await

@@ -80,7 +80,7 @@ fn bad_magic_then_hangup() -> Vec<Seen> {
         // Not a rejection: nothing queued yet.
         assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
         drop(tx);
-        assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+        assert!(matches!(rx.recv(), Err(Error::Disconnected { .. })));
     })
 }
 

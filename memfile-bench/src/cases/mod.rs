@@ -242,7 +242,7 @@ pub fn ours_consume<M: DeserializeOwned>(
         ack_every,
         || match rx.recv() {
             Ok(m) => f(m).map(Some),
-            Err(memfile_ipc::Error::Disconnected) => Ok(None),
+            Err(memfile_ipc::Error::Disconnected { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         },
         |v| Ok(tx.send(&v)?),

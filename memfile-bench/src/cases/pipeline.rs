@@ -107,12 +107,16 @@ fn ours_stage() -> Res<()> {
             Some(p) => p.recv(),
             None => rx.recv().and_then(|m| match m {
                 Stage::Buf(b) => Ok(b),
-                Stage::Link { .. } => Err(memfile_ipc::Error::Disconnected),
+                Stage::Link { .. } => Err(memfile_ipc::Error::Disconnected {
+                    op: memfile_ipc::Operation::Receive,
+                    fd: None,
+                    peer_pid: None,
+                }),
             }),
         };
         let buf = match got {
             Ok(b) => b,
-            Err(memfile_ipc::Error::Disconnected) => return Ok(()),
+            Err(memfile_ipc::Error::Disconnected { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         let sum = checksum(&buf);

@@ -56,7 +56,7 @@ fn ours_child() -> Res<()> {
     loop {
         match rx.recv() {
             Ok(m) => tx.send(&m)?,
-            Err(memfile_ipc::Error::Disconnected) => return Ok(()),
+            Err(memfile_ipc::Error::Disconnected { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
     }
