@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::iter::FusedIterator;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::fd::{self, DecodeScope, EncodeScope, KeepOpen};
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
@@ -287,26 +287,21 @@ impl<T: Serialize> Sender<T> {
     /// Encodes `msg` into one packet (spilling it into a sealed memfd if it is too large to
     /// go inline), checking this sender's limits; nothing is sent yet. The blocking and the
     /// async sender both send through this, so a retried send never encodes twice.
-    pub(crate) fn encode<'a>(&self, msg: &'a T, buffer: &'a mut Vec<u8>) -> Result<Packet<'a>> {
+    pub(crate) fn encode<'a>(&self, msg: &T, buffer: &'a mut Vec<u8>) -> Result<Packet<'a>> {
         buffer.clear();
         buffer.resize(HEADER_LEN, 0);
         let scope = EncodeScope::begin();
         codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope)?;
-        let raw_fds: Vec<RawFd> = scope.finish();
+        // Owned by the packet (clones or duplicates): whatever happens to `msg` meanwhile,
+        // every retry sends these very files.
+        let field_fds: Vec<KeepOpen> = scope.finish();
         let max_fds = self.limits.get_max_fds();
-        if raw_fds.len() > max_fds {
+        if field_fds.len() > max_fds {
             return Err(Error::TooManyFds {
-                count: raw_fds.len(),
+                count: field_fds.len(),
                 max: max_fds,
             });
         }
-        let field_fds: Vec<BorrowedFd<'a>> = raw_fds
-            .iter()
-            // SAFETY: every fd in the table was recorded by an fd field's `Serialize` impl
-            // from a value reachable through `msg`, which stays borrowed for 'a, as long as
-            // the returned packet lives, so each is still open (and still that file).
-            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
-            .collect();
         let payload_len = buffer.len() - HEADER_LEN;
         let header = Header {
             spilled: false,
@@ -356,8 +351,8 @@ pub(crate) fn recycle_send_buffer(mut buffer: Vec<u8>) {
 pub(crate) struct Packet<'a> {
     /// The header of the inline packet, followed by the payload.
     encoded: &'a [u8],
-    /// The fds of the message's fd fields, borrowed from the message.
-    field_fds: Vec<BorrowedFd<'a>>,
+    /// The fds of the message's fd fields, kept open by the packet itself.
+    field_fds: Vec<KeepOpen>,
     /// Once the payload is spilled: the header that announces it, and the sealed memfd
     /// holding the payload (it goes last in the packet's fd list).
     spill: Option<([u8; HEADER_LEN], Frozen)>,
@@ -419,7 +414,7 @@ impl Packet<'_> {
     }
 
     fn send_once(&self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
-        let mut fds = self.field_fds.clone();
+        let mut fds: Vec<BorrowedFd<'_>> = self.field_fds.iter().map(AsFd::as_fd).collect();
         let bytes = match &self.spill {
             Some((header, frozen)) => {
                 fds.push(frozen.as_fd());
@@ -466,7 +461,7 @@ impl<T> AsFd for Sender<T> {
 /// Sent as an fd: the peer gets a `Sender<T>` on the same connection (a reply channel).
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fd::serialize_fd(self.socket.as_fd(), serializer)
+        fd::serialize_fd(|| Ok(KeepOpen::socket(&self.socket)), serializer)
     }
 }
 
@@ -761,7 +756,7 @@ impl<T> AsFd for Receiver<T> {
 /// Sent as an fd: the peer gets this end of the connection.
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fd::serialize_fd(self.socket.as_fd(), serializer)
+        fd::serialize_fd(|| Ok(KeepOpen::socket(&self.socket)), serializer)
     }
 }
 
