@@ -266,7 +266,15 @@ fn concurrent_close_and_reopen() {
     const MESSAGES: usize = 2000;
     let (tx, rx) = pair::<Temporary, Fd<OwnedFd>>();
     let stop = AtomicBool::new(false);
+    /// Stops the churning thread however the test ends (else a failure would hang it).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
+        let stopper = Stop(&stop);
         let churn = s.spawn(|| {
             let mut opened = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -275,7 +283,7 @@ fn concurrent_close_and_reopen() {
             }
             opened
         });
-        let sender = s.spawn(|| {
+        let sender = s.spawn(move || {
             let msg = Temporary {
                 make: || Tmp::Frozen(Frozen::from_bytes("temporary", TEMPORARY).unwrap()),
                 opened: Mutex::new(Vec::new()),
@@ -283,15 +291,20 @@ fn concurrent_close_and_reopen() {
             for _ in 0..MESSAGES {
                 msg.opened.lock().unwrap().clear();
                 // A failed send (EBADF: the number was closed) is a failure too.
-                tx.send_timeout(&msg, Duration::from_secs(60)).unwrap();
+                tx.send_timeout(&msg, Duration::from_secs(60))?;
             }
+            Ok::<(), Error>(())
         });
         for _ in 0..MESSAGES {
-            let fd = rx.recv_timeout(Duration::from_secs(60)).unwrap().into_inner();
-            assert_original(fd, TEMPORARY);
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(fd) => assert_original(fd.into_inner(), TEMPORARY),
+                Err(Error::Disconnected) => break,
+                Err(e) => panic!("receiving: {e}"),
+            }
         }
-        sender.join().unwrap();
-        stop.store(true, Ordering::Relaxed);
+        let sent = sender.join().unwrap();
+        drop(stopper);
         assert!(churn.join().unwrap() > 0);
+        sent.unwrap();
     });
 }
