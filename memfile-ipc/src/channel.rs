@@ -526,7 +526,8 @@ impl<T> Receiver<T> {
     }
 
     fn capacity(socket: &RawSocket, limits: &Limits) -> usize {
-        HEADER_LEN + inline_limit(socket, limits).max(MIN_RECV_BUFFER)
+        // Cannot overflow (`Limits` clamps the inline limit to 1 GiB); saturate all the same.
+        HEADER_LEN.saturating_add(inline_limit(socket, limits).max(MIN_RECV_BUFFER))
     }
 
     /// Replaces the limits incoming messages are checked against.
