@@ -432,13 +432,17 @@ pub(crate) fn verify(
     let flags = OFlag::from_bits_retain(
         fcntl(fd, FcntlArg::F_GETFL).map_err(|e| (FrozenErrorKind::Io(e.into()), "F_GETFL"))?,
     );
+    // Until F_GET_SEALS has answered, the file may be anything a peer chose, e.g. a file
+    // of a FUSE daemon that never answers: `fstat`/`fstatfs` would block on it. F_GETFL and
+    // F_GET_SEALS never block (F_GET_SEALS answers EINVAL at once for anything but a
+    // tmpfs or hugetlbfs file), and neither does reading the `/proc/self/fd` link that the
+    // error quotes; so nothing else touches the file before the seals are known.
     if flags.contains(OFlag::O_PATH) {
-        return Err(not_a_memfd(fd));
+        return Err(not_shmem(fd, "an O_PATH descriptor"));
     }
     // Seals first, size second: once Shrink is there the size can only grow, so the size
-    // read now is safe to map for as long as the mapping lives. F_GET_SEALS fails (EINVAL)
-    // on anything but a tmpfs or hugetlbfs file.
-    let found = sys::get_seals(fd).map_err(|_| not_a_memfd(fd))?;
+    // read now is safe to map for as long as the mapping lives.
+    let found = sys::get_seals(fd).map_err(|_| not_shmem(fd, "neither on tmpfs nor hugetlbfs"))?;
     if !accept(found) {
         // A `/dev/shm` file (seals `{Seal}`) is reported as not a memfd, not as unsealed.
         if let Err(reason) = sys::check_memfd(fd) {
@@ -482,6 +486,19 @@ fn not_a_memfd(fd: BorrowedFd<'_>) -> (FrozenErrorKind, &'static str) {
         .err()
         .unwrap_or_else(|| format!("fd {} is not a memfd that can be frozen", fd.as_raw_fd()));
     (FrozenErrorKind::NotMemfd(reason), "check")
+}
+
+/// The error for a descriptor refused before `F_GET_SEALS` succeeded: says what it is from
+/// the `/proc/self/fd/N` link alone (which never blocks), not from `fstat`/`fstatfs` (which
+/// can block on a FUSE file, see [`verify`]).
+fn not_shmem(fd: BorrowedFd<'_>, why: &str) -> (FrozenErrorKind, &'static str) {
+    let raw = fd.as_raw_fd();
+    let what = match std::fs::read_link(format!("/proc/self/fd/{raw}")) {
+        Ok(target) => format!(" ({})", target.display()),
+        Err(_) => String::new(),
+    };
+    let reason = format!("fd {raw}{what} is not a memfd: it is {why}");
+    (FrozenErrorKind::NotMemfd(reason), "F_GET_SEALS")
 }
 
 /// Whether `fd` is on hugetlbfs (`fstatfs`).

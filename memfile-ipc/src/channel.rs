@@ -17,6 +17,7 @@ use nix::poll::PollFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::closer::{self, PeerFds};
 use crate::codec;
 use crate::fd::{self, DecodeScope, EncodeScope, KeepOpen};
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
@@ -659,14 +660,22 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         let result = self.receive_and_decode(&mut buffer[..self.recv_capacity], mode);
         RECV_BUFFER.set(buffer);
+        // Fds this call refused or nobody claimed went to the closer thread when they may
+        // block in `close`; a waiting call gives it a moment (never past its deadline).
+        match mode {
+            RecvMode::Blocking => closer::settle(None),
+            RecvMode::Deadline(deadline) => closer::settle(Some(deadline)),
+            _ => {}
+        }
         trace::received(&self.socket, &result);
         result
     }
 
     fn receive_and_decode(&self, buffer: &mut [u8], mode: RecvMode) -> Result<T> {
-        // Owned from here on: every early return below closes them.
+        // Owned from here on: every early return below closes them (through the closer).
         let mut fds = Vec::new();
         let n = self.socket.recv(buffer, &mut fds, mode)?;
+        let mut fds = PeerFds::new(fds);
         let header = Header::parse(&buffer[..n], fds.len())?;
         let field_fds = fds.len() - usize::from(header.spilled);
         let max_fds = self.limits.get_max_fds();
@@ -699,10 +708,10 @@ impl<T: DeserializeOwned> Receiver<T> {
                 });
             }
             check_allocated(&payload, index)?;
-            let scope = DecodeScope::begin(fds, budget);
+            let scope = DecodeScope::begin(fds.into_inner(), budget);
             codec::decode(&payload, &scope)
         } else {
-            let scope = DecodeScope::begin(fds, budget);
+            let scope = DecodeScope::begin(fds.into_inner(), budget);
             codec::decode(&buffer[HEADER_LEN..n], &scope)
         }
     }

@@ -185,8 +185,8 @@ impl fmt::Debug for EncodeScope {
     }
 }
 
-/// An active decode table; unclaimed fds are closed and the previous table restored when
-/// this is dropped, also while unwinding.
+/// An active decode table; unclaimed fds are closed (through `closer`: never blocking this
+/// thread) and the previous table restored when this is dropped, also while unwinding.
 pub(crate) struct DecodeScope {
     previous: Option<DecodeTable>,
     active: bool,
@@ -216,12 +216,18 @@ impl DecodeScope {
         }
         self.active = false;
         let previous = self.previous.take();
-        // Dropping the table closes every fd nobody claimed.
-        let _table = DECODE.try_with(|t| {
-            t.try_borrow_mut()
-                .ok()
-                .map(|mut t| std::mem::replace(&mut *t, previous))
-        });
+        let table = DECODE
+            .try_with(|t| {
+                t.try_borrow_mut()
+                    .ok()
+                    .and_then(|mut t| std::mem::replace(&mut *t, previous))
+            })
+            .ok()
+            .flatten();
+        // Every fd nobody claimed is closed where a blocking `close` cannot stall us.
+        if let Some(table) = table {
+            crate::closer::close(table.fds.into_iter().flatten());
+        }
     }
 }
 
@@ -378,10 +384,30 @@ impl FdKind for MemFile {
     }
 
     fn from_received(fd: OwnedFd, index: usize, _budget: &mut u64) -> Result<Self> {
-        MemFile::from_fd(fd).map_err(|e| Error::BadFdKind {
-            index,
-            expected: Self::EXPECTED,
-            detail: e.to_string(),
+        // `MemFile::from_fd` starts with `fstat`, which blocks on a file of a FUSE daemon
+        // that does not answer; `F_GET_SEALS` answers at once, and only for tmpfs and
+        // hugetlbfs files (every memfd), so ask it first.
+        if let Err(e) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GET_SEALS) {
+            let detail = format!(
+                "fd {} is not a memfd: F_GET_SEALS failed ({e}), so it is on neither tmpfs \
+                 nor hugetlbfs",
+                fd.as_raw_fd()
+            );
+            crate::closer::close([fd]);
+            return Err(Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail,
+            });
+        }
+        MemFile::from_fd(fd).map_err(|e| {
+            let (error, fd) = e.into_parts();
+            crate::closer::close([fd]);
+            Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail: error.to_string(),
+            }
         })
     }
 }
@@ -412,6 +438,17 @@ impl FdKind for RawSocket {
     }
 
     fn from_received(fd: OwnedFd, index: usize, _budget: &mut u64) -> Result<Self> {
+        // Checked on the borrowed fd first, so a refused one is closed through `closer`
+        // (a lingering TCP socket's `close` can block); `SO_TYPE` comes first and answers
+        // at once for any fd.
+        if let Err(e) = crate::raw::check_seqpacket(fd.as_fd()) {
+            crate::closer::close([fd]);
+            return Err(Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail: e.to_string(),
+            });
+        }
         RawSocket::from_fd(fd).map_err(|e| Error::BadFdKind {
             index,
             expected: Self::EXPECTED,

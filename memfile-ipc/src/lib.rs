@@ -90,6 +90,7 @@ pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 
 // --- owned by the typed-channel work: wire.rs, codec.rs, fd.rs, channel.rs, limits.rs ---
 mod channel;
+mod closer;
 mod codec;
 pub mod fd;
 mod limits;
