@@ -478,7 +478,9 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 ///
 /// Every packet is checked against the wire protocol and the receiver's [`Limits`] before it
 /// is decoded; fd fields are verified (a `Frozen` must be sealed) before the message exists;
-/// fds nobody claimed are closed. A bad packet is an error for that one call: the next
+/// fds nobody claimed, and those of a refused packet or field, are closed without ever
+/// blocking the receiver (one whose `close` might block, such as a lingering TCP socket or
+/// a FUSE file, is closed on a closer thread; see `docs/security.md`). A bad packet is an error for that one call: the next
 /// `recv` reads the next packet.
 ///
 /// A `Receiver` is serializable too: sent in a message, it hands the peer this end of the

@@ -110,7 +110,9 @@ impl AsFd for KeepOpen {
 
 impl fmt::Debug for KeepOpen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("KeepOpen").field(&self.as_fd().as_raw_fd()).finish()
+        f.debug_tuple("KeepOpen")
+            .field(&self.as_fd().as_raw_fd())
+            .finish()
     }
 }
 

@@ -291,7 +291,9 @@ impl RawSocket {
     /// - [`Error::Disconnected`] when the peer has closed and every packet has been read;
     /// - [`Error::Truncated`] when the packet was longer than `buf` (`MSG_TRUNC`) or carried
     ///   more fds than the control buffer holds (`MSG_CTRUNC`); the packet is consumed, the
-    ///   fds that did arrive have been closed and `fds` is as it was;
+    ///   fds that did arrive are closed (one whose `close` might block, such as a lingering
+    ///   TCP socket, on a closer thread, so that this call never waits for it) and `fds` is
+    ///   as it was;
     /// - [`Error::WouldBlock`] with [`RecvMode::NonBlocking`] when no packet is queued;
     /// - [`Error::Timeout`] when a [`RecvMode::Deadline`] passes;
     /// - [`Error::Io`] when `recvmsg` or `poll` fails otherwise.

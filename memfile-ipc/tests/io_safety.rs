@@ -25,7 +25,10 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A sender of `Tx` and a receiver of `Rx` over one fresh socketpair.
 fn pair<Tx, Rx>() -> (Sender<Tx>, Receiver<Rx>) {
     let (a, b) = RawSocket::pair().unwrap();
-    (Sender::from_raw(Arc::new(a)), Receiver::from_raw(Arc::new(b)))
+    (
+        Sender::from_raw(Arc::new(a)),
+        Receiver::from_raw(Arc::new(b)),
+    )
 }
 
 /// Files that grab freed fd numbers: whatever is opened here must never reach the peer.
@@ -101,7 +104,10 @@ fn temporary_case(make: fn() -> Tmp) {
         opened: Mutex::new(Vec::new()),
     };
     tx.send(&msg).unwrap();
-    let fd = rx.recv_timeout(Duration::from_secs(30)).unwrap().into_inner();
+    let fd = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap()
+        .into_inner();
     assert_original(fd, TEMPORARY);
     // The same through a send that must wait and retry: fill the socket first.
     let (tx, rx) = pair::<Temporary, Fd<OwnedFd>>();
@@ -120,7 +126,10 @@ fn temporary_case(make: fn() -> Tmp) {
     std::thread::scope(|s| {
         let sent = s.spawn(|| tx.send_timeout(&msg, Duration::from_secs(60)));
         for _ in 0..=queued {
-            let fd = rx.recv_timeout(Duration::from_secs(60)).unwrap().into_inner();
+            let fd = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap()
+                .into_inner();
             assert_original(fd, TEMPORARY);
         }
         sent.join().unwrap().unwrap();
@@ -230,7 +239,9 @@ fn mutex_case(
 #[test]
 fn mutex_field_dropped_while_send_timeout_waits() {
     let (tx, rx) = pair::<Msg<'static>, Got>();
-    mutex_case(&tx, &rx, |msg| tx.send_timeout(msg, Duration::from_secs(60)));
+    mutex_case(&tx, &rx, |msg| {
+        tx.send_timeout(msg, Duration::from_secs(60))
+    });
 }
 
 #[test]

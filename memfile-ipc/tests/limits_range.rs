@@ -12,7 +12,10 @@ fn inline_limit_usize_max_is_clamped() {
     let tx = tx.with_limits(limits);
     let rx = rx.with_limits(Limits::default().inline_limit(Some(usize::MAX - 10)));
     assert_eq!(tx.inline_limit(), Limits::MAX_INLINE_LIMIT);
-    assert_eq!(rx.limits().get_inline_limit(), Some(Limits::MAX_INLINE_LIMIT));
+    assert_eq!(
+        rx.limits().get_inline_limit(),
+        Some(Limits::MAX_INLINE_LIMIT)
+    );
     // A receiver with default limits still takes what this sender sends inline.
     let (tx2, rx2) = channel::<Vec<u8>>().unwrap();
     let tx2 = tx2.with_limits(limits);
@@ -33,7 +36,10 @@ fn extreme_limits_do_not_panic() {
     let (tx, rx) = (tx.with_limits(limits), rx.with_limits(limits));
     tx.send(&vec![1; 100]).unwrap(); // inline limit 0: spilled
     assert_eq!(rx.recv().unwrap(), vec![1; 100]);
-    let zero = Limits::default().max_fds(0).max_message_bytes(0).max_mapped_bytes(0);
+    let zero = Limits::default()
+        .max_fds(0)
+        .max_message_bytes(0)
+        .max_mapped_bytes(0);
     let (tx, rx) = (tx.with_limits(zero), rx.with_limits(zero));
     assert!(tx.send(&vec![1]).is_err());
     drop(rx);
