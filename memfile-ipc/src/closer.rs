@@ -48,7 +48,7 @@ pub(crate) const QUEUE_BATCHES: usize = 64;
 /// Extra closer threads alive at once when the queue is full.
 pub(crate) const MAX_EXTRA_CLOSERS: usize = 8;
 /// The longest a blocking receive waits for an idle closer to finish what it handed over.
-pub(crate) const SETTLE: Duration = Duration::from_millis(100);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 struct Closer {
     queue: SyncSender<Vec<OwnedFd>>,
