@@ -156,7 +156,8 @@ pub(crate) fn close(fds: impl IntoIterator<Item = OwnedFd>) {
     {
         let mut pending = closer.pending.lock().unwrap_or_else(|p| p.into_inner());
         if *pending == 0 {
-            HANDED_TO_IDLE.set(true);
+            // `try_with`: this may run while the thread's locals are being torn down.
+            let _ = HANDED_TO_IDLE.try_with(|h| h.set(true));
         }
         *pending += n;
     }
@@ -204,7 +205,7 @@ fn settle_count(closer: &Closer, n: usize) {
 /// If this thread handed fds to an idle closer since its last call, waits until the closer
 /// has closed everything it holds, at most [`SETTLE`] and never past `deadline`.
 pub(crate) fn settle(deadline: Option<Instant>) {
-    if !HANDED_TO_IDLE.replace(false) {
+    if !HANDED_TO_IDLE.try_with(|h| h.replace(false)).unwrap_or(false) {
         return;
     }
     let Some(closer) = CLOSER.get().and_then(Option::as_ref) else {
