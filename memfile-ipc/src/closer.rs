@@ -205,7 +205,10 @@ fn settle_count(closer: &Closer, n: usize) {
 /// If this thread handed fds to an idle closer since its last call, waits until the closer
 /// has closed everything it holds, at most [`SETTLE`] and never past `deadline`.
 pub(crate) fn settle(deadline: Option<Instant>) {
-    if !HANDED_TO_IDLE.try_with(|h| h.replace(false)).unwrap_or(false) {
+    if !HANDED_TO_IDLE
+        .try_with(|h| h.replace(false))
+        .unwrap_or(false)
+    {
         return;
     }
     let Some(closer) = CLOSER.get().and_then(Option::as_ref) else {
