@@ -150,7 +150,12 @@ pub fn check(packet: &[u8], fds: Vec<OwnedFd>) -> Option<Result<Msg, Error>> {
     let result = rx.try_recv();
     match &result {
         Ok(_) => {}
-        Err(Error::WouldBlock | Error::Disconnected { .. } | Error::Timeout { .. } | Error::Io { .. }) => {
+        Err(
+            Error::WouldBlock
+            | Error::Disconnected { .. }
+            | Error::Timeout { .. }
+            | Error::Io { .. },
+        ) => {
             panic!("not a per-message error")
         }
         Err(e) => assert!(!e.to_string().is_empty()),

@@ -75,9 +75,10 @@
 //! All off by default; the default build depends on `nix`, `libc` and `memmap2` only (no
 //! serde, no bincode, no sockets: those are in `memfile-ipc`).
 //!
-//! - `bytes`: `impl From<Frozen> for bytes::Bytes`, without copying (`Bytes::from_owner`:
+//! - `bytes`: `impl TryFrom<Frozen> for bytes::Bytes`, without copying (`Bytes::from_owner`:
 //!   the `Bytes` points into the mapping and keeps it alive), so a frozen buffer can flow
-//!   into hyper, tonic or tokio codecs.
+//!   into hyper, tonic or tokio codecs. `TryFrom`: a failed lazy `mmap` is an error, not a
+//!   panic.
 //!
 //! ## Public dependency types
 //!
@@ -90,7 +91,7 @@
 //! `MFD_HUGE_*` bits, as the kernel defines them.
 //!
 //! The one exception is opt-in: with the `bytes` feature, `bytes::Bytes` (1.x) appears in
-//! `impl From<Frozen> for Bytes`.
+//! `impl TryFrom<Frozen> for Bytes`.
 //!
 //! ## Platforms
 //!

@@ -71,10 +71,19 @@ impl FrozenReader {
     }
 
     /// The bytes from the position to the end (empty at or past the end), without moving.
+    ///
+    /// # Panics
+    ///
+    /// When the buffer is not mapped yet and mapping it fails, as [`Frozen::as_slice`];
+    /// the `Read`/`BufRead` methods return that failure as an error instead.
     pub fn remaining_slice(&self) -> &[u8] {
-        let bytes = self.frozen.as_slice();
-        let start = usize::try_from(self.pos).map_or(bytes.len(), |pos| pos.min(bytes.len()));
-        &bytes[start..]
+        rest_from(self.frozen.as_slice(), self.pos)
+    }
+
+    /// [`remaining_slice`](Self::remaining_slice), failing instead of panicking when the
+    /// lazy mapping cannot be made (`ENOMEM`, ...).
+    fn try_remaining(&self) -> io::Result<&[u8]> {
+        Ok(rest_from(self.frozen.try_as_slice()?, self.pos))
     }
 
     /// Moves the position forward by `n` bytes, which the caller has just taken from
@@ -82,6 +91,12 @@ impl FrozenReader {
     fn advance(&mut self, n: usize) {
         self.pos += n as u64;
     }
+}
+
+/// The bytes of `bytes` from `pos` on (empty at or past the end).
+fn rest_from(bytes: &[u8], pos: u64) -> &[u8] {
+    let start = usize::try_from(pos).map_or(bytes.len(), |pos| pos.min(bytes.len()));
+    &bytes[start..]
 }
 
 impl From<Frozen> for FrozenReader {
@@ -103,7 +118,7 @@ impl fmt::Debug for FrozenReader {
 
 impl Read for FrozenReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = self.remaining_slice();
+        let rest = self.try_remaining()?;
         let n = rest.len().min(buf.len());
         buf[..n].copy_from_slice(&rest[..n]);
         self.advance(n);
@@ -143,7 +158,7 @@ impl Read for FrozenReader {
     /// Appends the rest in one copy, reserving exactly its length first (an allocation
     /// failure is an `OutOfMemory` error, not an abort).
     fn read_to_end(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        let rest = self.remaining_slice();
+        let rest = self.try_remaining()?;
         let n = rest.len();
         buf.try_reserve_exact(n)
             .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
@@ -155,7 +170,7 @@ impl Read for FrozenReader {
     /// Appends the rest if it is valid UTF-8; otherwise fails with `InvalidData` and
     /// neither `buf` nor the position changes.
     fn read_to_string(&mut self, buf: &mut String) -> io::Result<usize> {
-        let rest = std::str::from_utf8(self.remaining_slice())
+        let rest = std::str::from_utf8(self.try_remaining()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let n = rest.len();
         buf.try_reserve_exact(n)
@@ -169,12 +184,13 @@ impl Read for FrozenReader {
 impl BufRead for FrozenReader {
     /// The rest of the mapping itself: the whole file is the buffer, nothing is copied.
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        Ok(self.remaining_slice())
+        self.try_remaining()
     }
 
-    /// Moves forward by `amt` bytes, at most to the end.
+    /// Moves forward by `amt` bytes, at most to the end (not at all if the buffer cannot be
+    /// mapped: then `fill_buf` failed and returned nothing to consume).
     fn consume(&mut self, amt: usize) {
-        let n = amt.min(self.remaining_slice().len());
+        let n = amt.min(self.try_remaining().map_or(0, <[u8]>::len));
         self.advance(n);
     }
 }
@@ -243,7 +259,7 @@ impl Frozen {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
-        w.write_all(self.as_slice())
+        w.write_all(self.try_as_slice()?)
     }
 
     /// The file as a child process's stdin (or any [`Stdio`]), read from offset 0.

@@ -455,7 +455,7 @@ fn bytes_points_at_the_mapping_and_outlives_the_frozen() {
     let frozen = Frozen::from_bytes(&name, &data).unwrap();
     let ptr = frozen.as_ptr();
     let other = frozen.clone();
-    let bytes = Bytes::from(frozen);
+    let bytes = Bytes::try_from(frozen).unwrap();
     assert_eq!(
         bytes.as_ptr(),
         ptr,
@@ -489,7 +489,7 @@ fn bytes_points_at_the_mapping_and_outlives_the_frozen() {
 #[test]
 fn bytes_of_an_empty_frozen_is_empty() {
     let frozen = Frozen::from_bytes("bytes-empty", b"").unwrap();
-    let bytes = bytes::Bytes::from(frozen);
+    let bytes = bytes::Bytes::try_from(frozen).unwrap();
     assert!(bytes.is_empty());
     assert_eq!(bytes.slice(..), bytes::Bytes::new());
 }
@@ -499,7 +499,7 @@ fn bytes_of_an_empty_frozen_is_empty() {
 fn bytes_moves_to_another_thread() {
     let frozen = Frozen::from_bytes("bytes-thread", b"across threads").unwrap();
     let ptr = frozen.as_ptr() as usize;
-    let bytes = bytes::Bytes::from(frozen);
+    let bytes = bytes::Bytes::try_from(frozen).unwrap();
     let (p, text) = std::thread::spawn(move || (bytes.as_ptr() as usize, bytes.to_vec()))
         .join()
         .unwrap();

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::IoSlice;
 use std::iter::FusedIterator;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -17,8 +17,9 @@ use nix::poll::PollFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::closer::{self, PeerFds};
 use crate::codec;
-use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::fd::{self, DecodeScope, EncodeScope, KeepOpen};
 use crate::fingerprint;
 use crate::listener::{connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
@@ -349,26 +350,21 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
     /// Encodes `msg` into one packet (spilling it into a sealed memfd if it is too large to
     /// go inline), checking this sender's limits; nothing is sent yet. The blocking and the
     /// async sender both send through this, so a retried send never encodes twice.
-    pub(crate) fn encode<'a>(&self, msg: &'a T, buffer: &'a mut Vec<u8>) -> Result<Packet<'a>> {
+    pub(crate) fn encode<'a>(&self, msg: &T, buffer: &'a mut Vec<u8>) -> Result<Packet<'a>> {
         buffer.clear();
         buffer.resize(HEADER_LEN, 0);
         let scope = EncodeScope::begin();
         codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope)?;
-        let raw_fds: Vec<RawFd> = scope.finish();
+        // Owned by the packet (clones or duplicates): whatever happens to `msg` meanwhile,
+        // every retry sends these very files.
+        let field_fds: Vec<KeepOpen> = scope.finish();
         let max_fds = self.limits.get_max_fds();
-        if raw_fds.len() > max_fds {
+        if field_fds.len() > max_fds {
             return Err(Error::TooManyFds {
-                count: raw_fds.len(),
+                count: field_fds.len(),
                 max: max_fds,
             });
         }
-        let field_fds: Vec<BorrowedFd<'a>> = raw_fds
-            .iter()
-            // SAFETY: every fd in the table was recorded by an fd field's `Serialize` impl
-            // from a value reachable through `msg`, which stays borrowed for 'a, as long as
-            // the returned packet lives, so each is still open (and still that file).
-            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
-            .collect();
         let payload_len = buffer.len() - HEADER_LEN;
         let fingerprint = self.fingerprint();
         let header = Header {
@@ -430,8 +426,8 @@ pub(crate) fn recycle_send_buffer(mut buffer: Vec<u8>) {
 pub(crate) struct Packet<'a> {
     /// The header of the inline packet, followed by the payload.
     encoded: &'a [u8],
-    /// The fds of the message's fd fields, borrowed from the message.
-    field_fds: Vec<BorrowedFd<'a>>,
+    /// The fds of the message's fd fields, kept open by the packet itself.
+    field_fds: Vec<KeepOpen>,
     /// The message type's fingerprint in the header.
     fingerprint: u32,
     /// Once the payload is spilled: the header that announces it, and the sealed memfd
@@ -496,7 +492,7 @@ impl Packet<'_> {
     }
 
     fn send_once(&self, socket: &RawSocket, nonblocking: bool) -> Result<()> {
-        let mut fds = self.field_fds.clone();
+        let mut fds: Vec<BorrowedFd<'_>> = self.field_fds.iter().map(AsFd::as_fd).collect();
         let bytes = match &self.spill {
             Some((header, frozen)) => {
                 fds.push(frozen.as_fd());
@@ -545,7 +541,7 @@ impl<T> AsFd for Sender<T> {
 /// Sent as an fd: the peer gets a `Sender<T>` on the same connection (a reply channel).
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fd::serialize_fd(self.socket.as_fd(), serializer)
+        fd::serialize_fd(|| Ok(KeepOpen::socket(&self.socket)), serializer)
     }
 }
 
@@ -561,7 +557,9 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 ///
 /// Every packet is checked against the wire protocol and the receiver's [`Limits`] before it
 /// is decoded; fd fields are verified (a `Frozen` must be sealed) before the message exists;
-/// fds nobody claimed are closed. A bad packet is an error for that one call: the next
+/// fds nobody claimed, and those of a refused packet or field, are closed without ever
+/// blocking the receiver (one whose `close` might block, such as a lingering TCP socket or
+/// a FUSE file, is closed on a closer thread; see `docs/security.md`). A bad packet is an error for that one call: the next
 /// `recv` reads the next packet.
 ///
 /// A `Receiver` is serializable too: sent in a message, it hands the peer this end of the
@@ -650,7 +648,8 @@ impl<T> Receiver<T> {
     }
 
     fn capacity(socket: &RawSocket, limits: &Limits) -> usize {
-        HEADER_LEN + inline_limit(socket, limits).max(MIN_RECV_BUFFER)
+        // Cannot overflow (`Limits` clamps the inline limit to 1 GiB); saturate all the same.
+        HEADER_LEN.saturating_add(inline_limit(socket, limits).max(MIN_RECV_BUFFER))
     }
 
     /// Replaces the limits incoming messages are checked against.
@@ -791,14 +790,22 @@ impl<T: DeserializeOwned> Receiver<T> {
             .receive_and_decode(&mut buffer[..self.recv_capacity], mode)
             .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         RECV_BUFFER.set(buffer);
+        // Fds this call refused or nobody claimed went to the closer thread when they may
+        // block in `close`; a waiting call gives it a moment (never past its deadline).
+        match mode {
+            RecvMode::Blocking => closer::settle(None),
+            RecvMode::Deadline(deadline) => closer::settle(Some(deadline)),
+            _ => {}
+        }
         trace::received(&self.socket, &result);
         result
     }
 
     fn receive_and_decode(&self, buffer: &mut [u8], mode: RecvMode) -> Result<T> {
-        // Owned from here on: every early return below closes them.
+        // Owned from here on: every early return below closes them (through the closer).
         let mut fds = Vec::new();
         let n = self.socket.recv(buffer, &mut fds, mode)?;
+        let mut fds = PeerFds::new(fds);
         let header = Header::parse(&buffer[..n], fds.len())?;
         self.check_type(header.fingerprint)?;
         let field_fds = fds.len() - usize::from(header.spilled);
@@ -833,12 +840,12 @@ impl<T: DeserializeOwned> Receiver<T> {
                 });
             }
             check_allocated(&payload, index)?;
-            let scope = DecodeScope::begin(fds, budget)
+            let scope = DecodeScope::begin(fds.into_inner(), budget)
                 .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
             let heap = self.limits.heap_budget(header.payload_len);
             codec::decode(&payload, heap, &scope)
         } else {
-            let scope = DecodeScope::begin(fds, budget)
+            let scope = DecodeScope::begin(fds.into_inner(), budget)
                 .allow_sparse_buffers(self.limits.get_allow_sparse_buffers());
             let heap = self.limits.heap_budget(header.payload_len);
             codec::decode(&buffer[HEADER_LEN..n], heap, &scope)
@@ -918,7 +925,7 @@ impl<T> AsFd for Receiver<T> {
 /// Sent as an fd: the peer gets this end of the connection.
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fd::serialize_fd(self.socket.as_fd(), serializer)
+        fd::serialize_fd(|| Ok(KeepOpen::socket(&self.socket)), serializer)
     }
 }
 

@@ -216,10 +216,12 @@ impl fmt::Display for Operation {
 }
 
 impl Error {
-    /// A [`Error::BadBuffer`] for fd `index`, closing the rejected fd.
+    /// A [`Error::BadBuffer`] for fd `index`, closing the rejected fd where a blocking
+    /// `close` cannot stall the caller (see `closer.rs`).
     pub(crate) fn bad_buffer(index: usize, error: memfile_core::FrozenError) -> Error {
         let detail = error.to_string();
-        let (_closed, kind) = error.into_parts();
+        let (fd, kind) = error.into_parts();
+        crate::closer::close([fd]);
         Error::BadBuffer {
             index,
             kind,

@@ -49,7 +49,8 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 use memfile_core::{Frozen, MemFile};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -60,10 +61,59 @@ use crate::{Error, Result};
 // ---------------------------------------------------------------------------------------
 // The thread-local tables.
 
-/// Fds collected while encoding one message, in index order.
+/// Fds collected while encoding one message, in index order, each kept open by the table
+/// itself (never a bare number: a `Serialize` impl may drop the value it serialized, or
+/// another thread may take it out of a `Mutex`, before the packet is sent).
 struct EncodeTable {
-    fds: Vec<RawFd>,
+    fds: Vec<KeepOpen>,
     error: Option<Error>,
+}
+
+/// Keeps one fd of a message being sent open, as that very file, from the moment its field
+/// is encoded until the last `sendmsg` retry of the packet: a clone of a [`Frozen`] or of
+/// the socket's `Arc` where the value is reference-counted (no syscall), else a duplicate
+/// (`F_DUPFD_CLOEXEC`).
+///
+/// Public only because [`FdKind`] names it; nothing outside this crate can make or use one.
+#[doc(hidden)]
+pub struct KeepOpen(Kept);
+
+enum Kept {
+    Frozen(Frozen),
+    Socket(Arc<RawSocket>),
+    Dup(OwnedFd),
+}
+
+impl KeepOpen {
+    /// Keeps `socket` open (an `Arc` clone: no syscall).
+    pub(crate) fn socket(socket: &Arc<RawSocket>) -> KeepOpen {
+        KeepOpen(Kept::Socket(socket.clone()))
+    }
+
+    /// Duplicates `fd` (`F_DUPFD_CLOEXEC`).
+    fn dup(fd: BorrowedFd<'_>) -> Result<KeepOpen> {
+        fd.try_clone_to_owned()
+            .map(|fd| KeepOpen(Kept::Dup(fd)))
+            .map_err(|e| Error::io("fcntl(F_DUPFD_CLOEXEC)", Some(fd.as_raw_fd()), e))
+    }
+}
+
+impl AsFd for KeepOpen {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.0 {
+            Kept::Frozen(frozen) => frozen.as_fd(),
+            Kept::Socket(socket) => socket.as_fd(),
+            Kept::Dup(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl fmt::Debug for KeepOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeepOpen")
+            .field(&self.as_fd().as_raw_fd())
+            .finish()
+    }
 }
 
 /// Fds that arrived with the packet being decoded.
@@ -106,9 +156,8 @@ impl EncodeScope {
         ENCODE.with(|t| t.borrow_mut().as_mut().and_then(|t| t.error.take()))
     }
 
-    /// The collected fds, in index order. They are borrowed from the message being sent:
-    /// the caller must keep that message borrowed until it no longer uses them.
-    pub(crate) fn finish(mut self) -> Vec<RawFd> {
+    /// The collected fds, in index order, each kept open until the returned values drop.
+    pub(crate) fn finish(mut self) -> Vec<KeepOpen> {
         self.end().map(|t| t.fds).unwrap_or_default()
     }
 
@@ -141,8 +190,8 @@ impl fmt::Debug for EncodeScope {
     }
 }
 
-/// An active decode table; unclaimed fds are closed and the previous table restored when
-/// this is dropped, also while unwinding.
+/// An active decode table; unclaimed fds are closed (through `closer`: never blocking this
+/// thread) and the previous table restored when this is dropped, also while unwinding.
 pub(crate) struct DecodeScope {
     previous: Option<DecodeTable>,
     active: bool,
@@ -184,12 +233,18 @@ impl DecodeScope {
         }
         self.active = false;
         let previous = self.previous.take();
-        // Dropping the table closes every fd nobody claimed.
-        let _table = DECODE.try_with(|t| {
-            t.try_borrow_mut()
-                .ok()
-                .map(|mut t| std::mem::replace(&mut *t, previous))
-        });
+        let table = DECODE
+            .try_with(|t| {
+                t.try_borrow_mut()
+                    .ok()
+                    .and_then(|mut t| std::mem::replace(&mut *t, previous))
+            })
+            .ok()
+            .flatten();
+        // Every fd nobody claimed is closed where a blocking `close` cannot stall us.
+        if let Some(table) = table {
+            crate::closer::close(table.fds.into_iter().flatten());
+        }
     }
 }
 
@@ -205,9 +260,10 @@ impl fmt::Debug for DecodeScope {
     }
 }
 
-/// Records `fd` in the active encode table and serializes its index.
+/// Records the fd that `keep` keeps open in the active encode table (which then owns
+/// `keep` until the packet is sent or dropped) and serializes its index.
 pub(crate) fn serialize_fd<S: Serializer>(
-    fd: BorrowedFd<'_>,
+    keep: impl FnOnce() -> Result<KeepOpen>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let index = ENCODE.with(|t| -> Result<u32> {
@@ -221,7 +277,7 @@ pub(crate) fn serialize_fd<S: Serializer>(
             };
             return Err(e);
         }
-        table.fds.push(fd.as_raw_fd());
+        table.fds.push(keep()?);
         Ok(index as u32)
     });
     match index {
@@ -304,9 +360,10 @@ pub trait FdKind: Sized + private::Sealed {
     #[doc(hidden)]
     const EXPECTED: &'static str;
 
-    /// The fd to send.
+    /// Keeps the fd to send open until the packet carrying it is gone: a clone where the
+    /// value is reference-counted, else a duplicate of the fd.
     #[doc(hidden)]
-    fn borrow_fd(&self) -> BorrowedFd<'_>;
+    fn keep_open(&self) -> Result<KeepOpen>;
 
     /// Checks and converts a received fd. `index` is its place in the packet, `budget` the
     /// bytes the message may still map (to be reduced by what this maps).
@@ -344,8 +401,9 @@ impl FdKind for Frozen {
             .map_err(|e| Error::io("creating a placeholder memfd", None, e))
     }
 
-    fn borrow_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
+    /// A clone (an `Arc`: no syscall).
+    fn keep_open(&self) -> Result<KeepOpen> {
+        Ok(KeepOpen(Kept::Frozen(self.clone())))
     }
 
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self> {
@@ -371,15 +429,36 @@ impl FdKind for MemFile {
             .map_err(|e| Error::io("creating a placeholder memfd", None, e))
     }
 
-    fn borrow_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
+    /// A duplicate of the fd.
+    fn keep_open(&self) -> Result<KeepOpen> {
+        KeepOpen::dup(self.as_fd())
     }
 
     fn from_received(fd: OwnedFd, index: usize, _budget: &mut u64) -> Result<Self> {
-        MemFile::from_fd(fd).map_err(|e| Error::BadFdKind {
-            index,
-            expected: Self::EXPECTED,
-            detail: e.to_string(),
+        // `MemFile::from_fd` starts with `fstat`, which blocks on a file of a FUSE daemon
+        // that does not answer; `F_GET_SEALS` answers at once, and only for tmpfs and
+        // hugetlbfs files (every memfd), so ask it first.
+        if let Err(e) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GET_SEALS) {
+            let detail = format!(
+                "fd {} is not a memfd: F_GET_SEALS failed ({e}), so it is on neither tmpfs \
+                 nor hugetlbfs",
+                fd.as_raw_fd()
+            );
+            crate::closer::close([fd]);
+            return Err(Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail,
+            });
+        }
+        MemFile::from_fd(fd).map_err(|e| {
+            let (error, fd) = e.into_parts();
+            crate::closer::close([fd]);
+            Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail: error.to_string(),
+            }
         })
     }
 }
@@ -394,8 +473,9 @@ impl FdKind for OwnedFd {
         MemFile::placeholder().map(OwnedFd::from)
     }
 
-    fn borrow_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
+    /// A duplicate of the fd.
+    fn keep_open(&self) -> Result<KeepOpen> {
+        KeepOpen::dup(self.as_fd())
     }
 
     fn from_received(fd: OwnedFd, _index: usize, _budget: &mut u64) -> Result<Self> {
@@ -413,11 +493,23 @@ impl FdKind for RawSocket {
         RawSocket::pair().map(|(a, _b)| a)
     }
 
-    fn borrow_fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
+    /// A duplicate of the fd.
+    fn keep_open(&self) -> Result<KeepOpen> {
+        KeepOpen::dup(self.as_fd())
     }
 
     fn from_received(fd: OwnedFd, index: usize, _budget: &mut u64) -> Result<Self> {
+        // Checked on the borrowed fd first, so a refused one is closed through `closer`
+        // (a lingering TCP socket's `close` can block); `SO_TYPE` comes first and answers
+        // at once for any fd.
+        if let Err(e) = crate::raw::check_seqpacket(fd.as_fd()) {
+            crate::closer::close([fd]);
+            return Err(Error::BadFdKind {
+                index,
+                expected: Self::EXPECTED,
+                detail: e.to_string(),
+            });
+        }
         RawSocket::from_fd(fd).map_err(|e| Error::BadFdKind {
             index,
             expected: Self::EXPECTED,
@@ -434,9 +526,12 @@ impl FdKind for RawSocket {
 /// # Errors
 ///
 /// Fails (with [`Error::FdOutsideChannel`] reported to the sender) when not called by a
-/// [`Sender`](crate::Sender), or with [`Error::TooManyFds`] past 253 fds.
+/// [`Sender`](crate::Sender), with [`Error::TooManyFds`] past 253 fds, or with
+/// [`Error::Io`] when the fd of a [`MemFile`], [`OwnedFd`] or [`RawSocket`] cannot be
+/// duplicated (`EMFILE`). The packet keeps each fd open (a [`Frozen`] clone or a
+/// duplicate) until it is sent, so the value may be dropped right after this returns.
 pub fn serialize<T: FdKind, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-    serialize_fd(value.borrow_fd(), serializer)
+    serialize_fd(|| value.keep_open(), serializer)
 }
 
 /// Deserializes an [`FdKind`] field from the fds of the message being received:

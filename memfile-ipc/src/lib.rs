@@ -102,6 +102,7 @@ pub use process::{ChildProcess, FD_ENV, INODE_ENV, raw_from_parent, spawn_raw};
 
 // Typed channels: packet header, codec, fds inside messages, endpoints, receive limits.
 mod channel;
+mod closer;
 mod codec;
 pub mod fd;
 mod fingerprint;

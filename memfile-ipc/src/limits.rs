@@ -7,14 +7,17 @@
 /// against the same numbers and refuses with [`Error::MessageTooLarge`](crate::Error) or
 /// [`Error::TooManyFds`](crate::Error) before anything is sent.
 ///
-/// | limit | default |
-/// |---|---|
-/// | [`max_message_bytes`](Limits::max_message_bytes) | 2 GiB ([`Limits::DEFAULT_MAX_MESSAGE_BYTES`]) |
-/// | [`max_fds`](Limits::max_fds) | 253 (the kernel's `SCM_MAX_FD`) |
-/// | [`max_mapped_bytes`](Limits::max_mapped_bytes) | 16 GiB ([`Limits::DEFAULT_MAX_MAPPED_BYTES`]) |
-/// | [`inline_limit`](Limits::inline_limit) | derived from the socket's `SO_SNDBUF` |
-/// | [`allow_sparse_buffers`](Limits::allow_sparse_buffers) | `false`: received `Frozen` fields must be fully allocated |
-/// | [`max_heap_bytes`](Limits::max_heap_bytes) | 32 bytes per payload byte + 1 MiB ([`Limits::heap_budget`]) |
+/// | limit | default | valid range |
+/// |---|---|---|
+/// | [`max_message_bytes`](Limits::max_message_bytes) | 2 GiB ([`Limits::DEFAULT_MAX_MESSAGE_BYTES`]) | any `u64` |
+/// | [`max_fds`](Limits::max_fds) | 253 (the kernel's `SCM_MAX_FD`) | 0 ..= 253, larger is clamped |
+/// | [`max_mapped_bytes`](Limits::max_mapped_bytes) | 16 GiB ([`Limits::DEFAULT_MAX_MAPPED_BYTES`]) | any `u64` |
+/// | [`inline_limit`](Limits::inline_limit) | derived from the socket's `SO_SNDBUF` | 0 ..= [`Limits::MAX_INLINE_LIMIT`], larger is clamped |
+/// | [`allow_sparse_buffers`](Limits::allow_sparse_buffers) | `false`: received `Frozen` fields must be fully allocated | `true` or `false` |
+/// | [`max_heap_bytes`](Limits::max_heap_bytes) | 32 bytes per payload byte + 1 MiB ([`Limits::heap_budget`]) | `None` or any `u64` |
+///
+/// No value makes an endpoint overflow or panic: the setters clamp what is out of range
+/// (and the getters return the clamped value), they never fail.
 ///
 /// ```
 /// use memfile::ipc::Limits;
@@ -47,6 +50,11 @@ impl Limits {
     /// The default heap budget's fixed allowance, 1 MiB: see
     /// [`heap_budget`](Limits::heap_budget).
     pub const DEFAULT_HEAP_ALLOWANCE: u64 = 1 << 20;
+    /// The largest [`inline_limit`](Limits::inline_limit): 1 GiB. A receiver allocates a
+    /// receive buffer of the inline limit (plus the 24-byte header), and the kernel never
+    /// accepts a `SOCK_SEQPACKET` packet near that size unless `SO_SNDBUF` was forced far
+    /// above every default, so nothing useful lies beyond; larger values are clamped to it.
+    pub const MAX_INLINE_LIMIT: usize = 1 << 30;
 
     /// The largest encoded message (the bincode payload, inline or spilled into a memfd).
     ///
@@ -81,9 +89,19 @@ impl Limits {
     ///
     /// A receiver uses it to size its receive buffer: if a sender raises it above the
     /// socket's send buffer, raise it on the receiver too.
+    ///
+    /// At most [`Limits::MAX_INLINE_LIMIT`] (1 GiB); a larger value is clamped to it.
+    /// `Some(0)` spills every non-empty message.
+    ///
+    /// ```
+    /// use memfile_ipc::Limits;
+    ///
+    /// let limits = Limits::default().inline_limit(Some(usize::MAX));
+    /// assert_eq!(limits.get_inline_limit(), Some(Limits::MAX_INLINE_LIMIT));
+    /// ```
     #[must_use]
     pub fn inline_limit(mut self, bytes: Option<usize>) -> Limits {
-        self.inline_limit = bytes;
+        self.inline_limit = bytes.map(|b| b.min(Limits::MAX_INLINE_LIMIT));
         self
     }
 

@@ -467,7 +467,10 @@ impl Listener {
             // A stream of refused peers must not keep a timed accept past its deadline.
             if let Some(Some(deadline)) = deadline {
                 if Instant::now() >= deadline {
-                    return Err(Error::Timeout { op: Operation::Accept, fd: Some(raw) });
+                    return Err(Error::Timeout {
+                        op: Operation::Accept,
+                        fd: Some(raw),
+                    });
                 }
             }
         }

@@ -9,7 +9,9 @@
 //!   [`Error::Disconnected`], on both sides;
 //! - a received packet is complete or an error: the control buffer holds the kernel's
 //!   maximum of [`MAX_FDS_PER_PACKET`] fds, and `MSG_TRUNC` / `MSG_CTRUNC` become
-//!   [`Error::Truncated`] after every fd that did arrive has been closed;
+//!   [`Error::Truncated`] after every fd that did arrive has been closed (an fd whose
+//!   `close` might block, such as a lingering TCP socket, on a closer thread: see
+//!   `docs/security.md`);
 //! - received fds are [`OwnedFd`]s from the moment `recvmsg` returns, so no path leaks them;
 //! - `EINTR` is retried everywhere.
 //!
@@ -93,10 +95,25 @@ pub struct RawSocket {
 }
 
 /// Checks that `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket (`SO_TYPE`, `getsockname`).
+///
+/// The fd may be anything a peer chose: `SO_TYPE` comes first because it answers at once
+/// for any fd (`ENOTSOCK` for a file, even one of a FUSE daemon that never answers), and
+/// `getsockname` (which may take the socket's lock) is asked only of `SOCK_SEQPACKET`
+/// sockets.
 pub(crate) fn check_seqpacket(fd: BorrowedFd<'_>) -> Result<()> {
     let raw = fd.as_raw_fd();
     let ty = getsockopt(&fd, sockopt::SockType)
         .map_err(|e| Error::io("getsockopt(SO_TYPE)", Some(raw), e))?;
+    if ty != SockType::SeqPacket {
+        return Err(Error::io(
+            "RawSocket::from_fd",
+            Some(raw),
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is a {ty:?} socket, not an AF_UNIX SOCK_SEQPACKET one"),
+            ),
+        ));
+    }
     let addr: SockaddrStorage =
         getsockname(raw).map_err(|e| Error::io("getsockname", Some(raw), e))?;
     let family = addr.family();
@@ -274,14 +291,25 @@ impl RawSocket {
     /// - [`Error::Disconnected`] when the peer has closed and every packet has been read;
     /// - [`Error::Truncated`] when the packet was longer than `buf` (`MSG_TRUNC`) or carried
     ///   more fds than the control buffer holds (`MSG_CTRUNC`); the packet is consumed, the
-    ///   fds that did arrive have been closed and `fds` is as it was;
+    ///   fds that did arrive are closed (one whose `close` might block, such as a lingering
+    ///   TCP socket, on a closer thread, so that this call never waits for it) and `fds` is
+    ///   as it was;
     /// - [`Error::WouldBlock`] with [`RecvMode::NonBlocking`] when no packet is queued;
     /// - [`Error::Timeout`] when a [`RecvMode::Deadline`] passes;
     /// - [`Error::Io`] when `recvmsg` or `poll` fails otherwise.
     pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, mode: RecvMode) -> Result<usize> {
         let dontwait = !matches!(mode, RecvMode::Blocking);
         loop {
-            match self.recv_once(buf, fds, dontwait)? {
+            let step = self.recv_once(buf, fds, dontwait);
+            if let Err(Error::Truncated { .. }) = &step {
+                // Its fds went to the closer; a waiting call gives it a moment.
+                match mode {
+                    RecvMode::Blocking => crate::closer::settle(None),
+                    RecvMode::Deadline(deadline) => crate::closer::settle(Some(deadline)),
+                    RecvMode::NonBlocking => {}
+                }
+            }
+            match step? {
                 Step::Packet(n) => return Ok(n),
                 // EOF, or an empty packet: see the doc comment above.
                 Step::Empty => {
@@ -340,7 +368,8 @@ impl RawSocket {
         let bytes = hdr.msg_flags & libc::MSG_TRUNC != 0;
         let lost_fds = hdr.msg_flags & libc::MSG_CTRUNC != 0;
         if bytes || lost_fds {
-            fds.truncate(before); // closes every fd of this packet
+            // Closes every fd of this packet, where a blocking `close` cannot stall us.
+            crate::closer::close(fds.drain(before..));
             return Err(Error::Truncated {
                 fd: sock,
                 bytes,

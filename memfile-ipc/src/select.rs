@@ -417,7 +417,11 @@ impl<M> ReceiverSet<M> {
                 return Ok(event);
             }
             if self.entries.is_empty() {
-                return Err(Error::Disconnected { op: Operation::Receive, fd: None, peer_pid: None });
+                return Err(Error::Disconnected {
+                    op: Operation::Receive,
+                    fd: None,
+                    peer_pid: None,
+                });
             }
             let timeout = match wait {
                 Wait::Forever => PollTimeout::NONE,
@@ -428,7 +432,10 @@ impl<M> ReceiverSet<M> {
                 Wait::Until(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() && polled {
-                        return Err(Error::Timeout { op: Operation::Receive, fd: None });
+                        return Err(Error::Timeout {
+                            op: Operation::Receive,
+                            fd: None,
+                        });
                     }
                     let ms = left.as_micros().div_ceil(1000);
                     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)

@@ -125,7 +125,10 @@ fn child_connect_as_nobody() {
     nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).unwrap();
     let peer = connect_abstract_raw(name.as_bytes()).unwrap();
     let outcome = peer_outcome(&peer);
-    assert!(matches!(outcome, Err(Error::Disconnected { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(Error::Disconnected { .. })),
+        "{outcome:?}"
+    );
 }
 
 /// Blocking `accept` waits past refused peers and returns the first admitted one; each
@@ -146,7 +149,10 @@ fn accept_waits_past_refused_peers() {
     assert_eq!(rx.recv().unwrap(), 7);
     assert_eq!(listener.refused_count(), 3);
     for peer in &refused {
-        assert!(matches!(peer_outcome(peer), Err(Error::Disconnected { .. })));
+        assert!(matches!(
+            peer_outcome(peer),
+            Err(Error::Disconnected { .. })
+        ));
     }
 }
 
@@ -172,7 +178,11 @@ fn try_and_timeout_forms_keep_their_promises_past_refusals() {
     let c = connect_abstract_raw(&name).unwrap();
     let started = Instant::now();
     let r = listener.accept_with_credentials_timeout::<(), ()>(Duration::from_millis(100));
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{:?}", r.map(|_| ()));
+    assert!(
+        matches!(r, Err(Error::Timeout { .. })),
+        "{:?}",
+        r.map(|_| ())
+    );
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert_eq!(listener.refused_count(), 3);
     assert!(matches!(peer_outcome(&c), Err(Error::Disconnected { .. })));
@@ -249,7 +259,10 @@ fn incoming_skips_refused_peers() {
     assert_eq!(server.join().unwrap().unwrap(), [0, 1, 2]);
     assert_eq!(listener.refused_count(), 3);
     for peer in &refused {
-        assert!(matches!(peer_outcome(peer), Err(Error::Disconnected { .. })));
+        assert!(matches!(
+            peer_outcome(peer),
+            Err(Error::Disconnected { .. })
+        ));
     }
 }
 
@@ -277,7 +290,10 @@ async fn async_accept_and_incoming_go_on_past_refused_peers() {
         .unwrap();
     assert_eq!(srx.recv().await.unwrap(), 1);
     assert_eq!(listener.get_ref().refused_count(), 1);
-    assert!(matches!(peer_outcome(&refused_a), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        peer_outcome(&refused_a),
+        Err(Error::Disconnected { .. })
+    ));
 
     let refused_b = connect_abstract_raw(&name).unwrap();
     let (tx, _rx) = connect_abstract::<u32, ()>(&name).unwrap();
@@ -292,7 +308,10 @@ async fn async_accept_and_incoming_go_on_past_refused_peers() {
         assert_eq!(srx.recv().await.unwrap(), 2);
     }
     assert_eq!(listener.get_ref().refused_count(), 2);
-    assert!(matches!(peer_outcome(&refused_b), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        peer_outcome(&refused_b),
+        Err(Error::Disconnected { .. })
+    ));
 
     // Reported refusals come out of the stream as errors, and the stream goes on.
     listener.set_report_refusals(true);

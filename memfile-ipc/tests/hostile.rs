@@ -1037,7 +1037,9 @@ fn hugetlb_memfd() {
     send(&raw, &inline(&msg_payload(1, "x", 0), 1), &[full.as_fd()]);
     match rx.recv() {
         Err(Error::BadBuffer {
-            kind: FrozenErrorKind::Sparse { first_hole: None, .. },
+            kind: FrozenErrorKind::Sparse {
+                first_hole: None, ..
+            },
             ..
         }) => {}
         other => panic!("a hugetlb field must be refused as Sparse by default: {other:?}"),

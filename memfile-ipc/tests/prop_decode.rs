@@ -206,7 +206,9 @@ fn check_receive(packet: &[u8], fds: Vec<OwnedFd>) -> Result<(), TestCaseError> 
     }
     drop(fds);
     let sent_fds = before - open_fds();
-    let result = rx.try_recv();
+    // The packet is queued: this returns at once. (Not `try_recv`, which never waits for the
+    // closer thread that closes refused fds such as `/dev/null`'s: see closer.rs.)
+    let result = rx.recv_timeout(std::time::Duration::from_secs(10));
     match &result {
         Ok(_) => {}
         Err(

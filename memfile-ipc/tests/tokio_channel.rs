@@ -205,7 +205,10 @@ async fn disconnect_is_reported_both_ways() {
     let mut waiter = Box::pin(rx2.recv());
     assert!(poll_once(&mut waiter).await.is_pending());
     drop(tx2);
-    assert!(matches!(within(waiter).await, Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        within(waiter).await,
+        Err(Error::Disconnected { .. })
+    ));
     drop(rx);
     assert!(matches!(tx.send(&1).await, Err(Error::Disconnected { .. })));
 }
@@ -289,7 +292,10 @@ async fn listener_accepts_and_refuses() {
     let (_ctx, crx) = connect::<u8, u8>(&path).unwrap();
     let e = within(listener.accept_raw()).await.unwrap_err();
     assert!(matches!(e, Error::PeerRejected { .. }), "{e:?}");
-    assert!(matches!(within(crx.recv()).await, Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        within(crx.recv()).await,
+        Err(Error::Disconnected { .. })
+    ));
     listener.set_credential_policy(CredentialPolicy::SameUid);
     let (_ctx2, _crx2) = connect::<u8, u8>(&path).unwrap();
     let (_sock, peer) = within(listener.accept_raw()).await.unwrap();

@@ -137,7 +137,10 @@ async fn serve_jobs(role: &str) {
         assert!(made.frozen.iter().all(|&b| b == fill));
     }
     tx.send(&Job::Quit).await.unwrap();
-    assert!(matches!(within(rx.recv()).await, Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        within(rx.recv()).await,
+        Err(Error::Disconnected { .. })
+    ));
     expect_success(child).await;
 }
 
