@@ -435,22 +435,9 @@ impl FdKind for MemFile {
     }
 
     fn from_received(fd: OwnedFd, index: usize, _budget: &mut u64) -> Result<Self> {
-        // `MemFile::from_fd` starts with `fstat`, which blocks on a file of a FUSE daemon
-        // that does not answer; `F_GET_SEALS` answers at once, and only for tmpfs and
-        // hugetlbfs files (every memfd), so ask it first.
-        if let Err(e) = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_GET_SEALS) {
-            let detail = format!(
-                "fd {} is not a memfd: F_GET_SEALS failed ({e}), so it is on neither tmpfs \
-                 nor hugetlbfs",
-                fd.as_raw_fd()
-            );
-            crate::closer::close([fd]);
-            return Err(Error::BadFdKind {
-                index,
-                expected: Self::EXPECTED,
-                detail,
-            });
-        }
+        // `MemFile::from_fd` asks `F_GET_SEALS` first (it answers at once, and only for tmpfs
+        // and hugetlbfs files), and describes a refused fd without a call that can wait on
+        // its file system (a FUSE daemon that never answers `fstat`).
         MemFile::from_fd(fd).map_err(|e| {
             let (error, fd) = e.into_parts();
             crate::closer::close([fd]);

@@ -122,6 +122,7 @@ pub fn message_fingerprint<T: Deserialize<'static>>() -> u32 {
 /// use memfile::ipc::{Fd, Sender};
 ///
 /// #[derive(serde::Deserialize)]
+/// # #[allow(dead_code)]
 /// struct Job {
 ///     id: u64,
 ///     kind: Kind,
@@ -129,6 +130,7 @@ pub fn message_fingerprint<T: Deserialize<'static>>() -> u32 {
 ///     reply: Option<Sender<u64>>,
 /// }
 /// #[derive(serde::Deserialize)]
+/// # #[allow(dead_code)]
 /// enum Kind {
 ///     Stop,
 ///     Scale(f32),
