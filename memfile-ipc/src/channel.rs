@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
 use crate::fd::{self, DecodeScope, EncodeScope};
+use crate::flow::{self, InFlight, Wait, Window};
 use crate::listener::{Listener, connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
@@ -174,6 +175,12 @@ impl<T> Sender<T> {
         &self.socket
     }
 
+    /// What this process has in flight on the connection (sent, not yet credited by the
+    /// peer), and the window the peer announced (`None`: unbounded).
+    pub fn in_flight(&self) -> InFlight {
+        self.socket.flow().in_flight()
+    }
+
     /// The process at the other end (`SO_PEERCRED`). For a [`channel`] or [`spawn`]
     /// socketpair this is the process that created the pair; for [`connect`] and
     /// `Listener::accept` it is the peer that connected or listened.
@@ -187,7 +194,8 @@ impl<T> Sender<T> {
 }
 
 impl<T: Serialize> Sender<T> {
-    /// Sends one message, waiting while the socket's buffer is full.
+    /// Sends one message, waiting while the peer's window is used up (a bounded channel:
+    /// see [`Window`]) or the socket's buffer is full.
     ///
     /// The fds of the message's fd fields are sent along (the message keeps its own);
     /// a spilled message's bytes go into a fresh sealed memfd. A message under the inline
@@ -216,11 +224,13 @@ impl<T: Serialize> Sender<T> {
         self.send_with(msg, false)
     }
 
-    /// Sends one message if the socket's buffer has room now.
+    /// Sends one message if the peer's window (see [`Window`]) and the socket's buffer have
+    /// room now.
     ///
     /// # Errors
     ///
-    /// [`Error::WouldBlock`] when the buffer is full (nothing was sent); otherwise as
+    /// [`Error::Full`] when the peer's window is used up, [`Error::WouldBlock`] when the
+    /// socket's buffer is full (nothing was sent either way); otherwise as
     /// [`send`](Self::send).
     pub fn try_send(&self, msg: &T) -> Result<()> {
         self.send_with(msg, true)
@@ -234,8 +244,8 @@ impl<T: Serialize> Sender<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when the buffer had no room in time: nothing was sent (a packet
-    /// is never sent in part), and the message can be sent again. Otherwise as
+    /// [`Error::Timeout`] when the window or the buffer had no room in time: nothing was sent
+    /// (a packet is never sent in part), and the message can be sent again. Otherwise as
     /// [`send`](Self::send).
     ///
     /// # Examples
@@ -263,12 +273,19 @@ impl<T: Serialize> Sender<T> {
     pub fn send_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
         let deadline = Instant::now().checked_add(timeout);
         let mut buffer = take_send_buffer();
-        let result = self
-            .encode(msg, &mut buffer)
-            .and_then(|mut packet| match deadline {
-                Some(deadline) => packet.send_until(&self.socket, deadline),
-                None => packet.send(&self.socket, false),
-            });
+        let result = self.encode(msg, &mut buffer).and_then(|mut packet| {
+            let socket = &self.socket;
+            match deadline {
+                Some(deadline) => {
+                    flow::send_with_budget(socket, packet.cost, Wait::Until(deadline), || {
+                        packet.send_until(socket, deadline)
+                    })
+                }
+                None => flow::send_with_budget(socket, packet.cost, Wait::Forever, || {
+                    packet.send(socket, false)
+                }),
+            }
+        });
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
         result
@@ -276,9 +293,12 @@ impl<T: Serialize> Sender<T> {
 
     fn send_with(&self, msg: &T, nonblocking: bool) -> Result<()> {
         let mut buffer = take_send_buffer();
-        let result = self
-            .encode(msg, &mut buffer)
-            .and_then(|mut packet| packet.send(&self.socket, nonblocking));
+        let wait = if nonblocking { Wait::No } else { Wait::Forever };
+        let result = self.encode(msg, &mut buffer).and_then(|mut packet| {
+            flow::send_with_budget(&self.socket, packet.cost, wait, || {
+                packet.send(&self.socket, nonblocking)
+            })
+        });
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
         result
@@ -291,7 +311,10 @@ impl<T: Serialize> Sender<T> {
         buffer.clear();
         buffer.resize(HEADER_LEN, 0);
         let scope = EncodeScope::begin();
-        codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope)?;
+        let outer = flow::begin_carry();
+        let encoded = codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope);
+        let carried = flow::end_carry(outer);
+        encoded?;
         let raw_fds: Vec<RawFd> = scope.finish();
         let max_fds = self.limits.get_max_fds();
         if raw_fds.len() > max_fds {
@@ -318,6 +341,7 @@ impl<T: Serialize> Sender<T> {
             encoded: &buffer[..],
             field_fds,
             spill: None,
+            cost: (payload_len as u64).saturating_add(carried),
         };
         if payload_len > self.inline_limit {
             packet.spill()?;
@@ -361,6 +385,9 @@ pub(crate) struct Packet<'a> {
     /// Once the payload is spilled: the header that announces it, and the sealed memfd
     /// holding the payload (it goes last in the packet's fd list).
     spill: Option<([u8; HEADER_LEN], Frozen)>,
+    /// What the message counts against a bounded channel's byte window: the payload plus
+    /// the buffers its fields carry.
+    pub(crate) cost: u64,
 }
 
 impl Packet<'_> {
@@ -464,16 +491,22 @@ impl<T> AsFd for Sender<T> {
 }
 
 /// Sent as an fd: the peer gets a `Sender<T>` on the same connection (a reply channel).
+///
+/// Flow control: from then on, this connection's sending direction is unbounded in this
+/// process (every clone of this sender), and in the receiving one; see [`Window`].
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.socket.flow().hand_off();
         fd::serialize_fd(self.socket.as_fd(), serializer)
     }
 }
 
-/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket.
+/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket. Unbounded (the
+/// process that sent it may still hold clones): see [`Window`].
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sender<T>, D::Error> {
         let socket = fd::deserialize::<RawSocket, D>(deserializer)?;
+        socket.flow().hand_off();
         Ok(Sender::from_raw(Arc::new(socket)))
     }
 }
@@ -519,9 +552,16 @@ pub struct Receiver<T> {
 
 impl<T> Receiver<T> {
     /// Wraps a connected socket (shared with a [`Sender`] for duplex use).
+    ///
+    /// It grants the peer the default [`Window`], announced on the first `recv` (until
+    /// then the peer's sender is unbounded), or at once by
+    /// [`with_window`](Self::with_window).
     pub fn from_raw(socket: Arc<RawSocket>) -> Receiver<T> {
         let limits = Limits::default();
         let recv_capacity = Self::capacity(&socket, &limits);
+        socket
+            .flow()
+            .receiver_created(&socket, Window::default(), false);
         Receiver {
             socket,
             limits,
@@ -560,6 +600,37 @@ impl<T> Receiver<T> {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Grants the peer `window`: how many messages and bytes it may have in flight that
+    /// this side's application has not taken yet ([`Window::unbounded`]: no limit). The
+    /// window belongs to the connection (every clone of this receiver in this process) and
+    /// is announced to the peer at once if the socket has room, else with the next `recv`.
+    ///
+    /// ```
+    /// use memfile_ipc::{channel, Window};
+    ///
+    /// let (tx, rx) = channel::<u64>()?;
+    /// let rx = rx.with_window(Window::new(16, 64 << 20));
+    /// tx.send(&1)?; // the sender has read the announcement by now
+    /// assert_eq!(tx.in_flight().window, Some(Window::new(16, 64 << 20)));
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), memfile_ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_window(self, window: Window) -> Receiver<T> {
+        self.set_window(window);
+        self
+    }
+
+    /// Grants the peer `window`, in place. See [`with_window`](Self::with_window).
+    pub fn set_window(&self, window: Window) {
+        self.socket.flow().set_window(&self.socket, window);
+    }
+
+    /// The window granted to the peer.
+    pub fn window(&self) -> Window {
+        self.socket.flow().window()
     }
 
     /// The socket underneath.
@@ -670,7 +741,10 @@ impl<T: DeserializeOwned> Receiver<T> {
     fn receive_and_decode(&self, buffer: &mut [u8], mode: RecvMode) -> Result<T> {
         // Owned from here on: every early return below closes them.
         let mut fds = Vec::new();
-        let n = self.socket.recv(buffer, &mut fds, mode)?;
+        let n = self
+            .socket
+            .flow()
+            .recv(&self.socket, buffer, &mut fds, mode)?;
         let header = Header::parse(&buffer[..n], fds.len())?;
         let field_fds = fds.len() - usize::from(header.spilled);
         let max_fds = self.limits.get_max_fds();

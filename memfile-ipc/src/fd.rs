@@ -297,6 +297,13 @@ pub trait FdKind: Sized + private::Sealed {
     /// bytes the message may still map (to be reduced by what this maps).
     #[doc(hidden)]
     fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self>;
+
+    /// Bytes of shared memory this value carries, counted against a bounded channel's
+    /// byte window (`flow.rs`): a buffer's size, 0 for other fds.
+    #[doc(hidden)]
+    fn carried_bytes(&self) -> u64 {
+        0
+    }
 }
 
 impl private::Sealed for Frozen {}
@@ -315,6 +322,10 @@ impl FdKind for Frozen {
         *budget = budget.saturating_sub(frozen.len() as u64);
         Ok(frozen)
     }
+
+    fn carried_bytes(&self) -> u64 {
+        self.len() as u64
+    }
 }
 
 impl private::Sealed for MemFile {}
@@ -332,6 +343,10 @@ impl FdKind for MemFile {
             expected: Self::EXPECTED,
             detail: e.to_string(),
         })
+    }
+
+    fn carried_bytes(&self) -> u64 {
+        self.metadata().map_or(0, |m| m.len())
     }
 }
 
@@ -377,6 +392,7 @@ impl FdKind for RawSocket {
 /// Fails (with [`Error::FdOutsideChannel`] reported to the sender) when not called by a
 /// [`Sender`](crate::Sender), or with [`Error::TooManyFds`] past 253 fds.
 pub fn serialize<T: FdKind, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    crate::flow::carry(value.carried_bytes());
     serialize_fd(value.borrow_fd(), serializer)
 }
 

@@ -98,8 +98,10 @@ pub use channel::{
     IntoIter, Iter, Receiver, Sender, channel, connect, connect_abstract, from_parent, spawn,
 };
 mod connect;
+mod flow;
 pub use connect::{connect_abstract_with_policy, connect_with_policy};
 pub use fd::Fd;
+pub use flow::{InFlight, Window};
 pub use limits::Limits;
 
 // --- async endpoints (feature `tokio`) ---

@@ -90,6 +90,8 @@ pub enum RecvMode {
 #[derive(Debug)]
 pub struct RawSocket {
     fd: OwnedFd,
+    /// Flow-control state of the typed endpoints made on this socket in this process.
+    flow: crate::flow::Flow,
 }
 
 /// Checks that `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket (`SO_TYPE`, `getsockname`).
@@ -149,7 +151,7 @@ impl RawSocket {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| Error::io("socketpair", None, e))?;
-        Ok((RawSocket { fd: a }, RawSocket { fd: b }))
+        Ok((RawSocket::from_accepted(a), RawSocket::from_accepted(b)))
     }
 
     /// Wraps an fd that must be an `AF_UNIX` `SOCK_SEQPACKET` socket, and marks it
@@ -168,13 +170,21 @@ impl RawSocket {
         check_seqpacket(fd.as_fd())?;
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .map_err(|e| Error::io("fcntl(F_SETFD)", Some(fd.as_raw_fd()), e))?;
-        Ok(RawSocket { fd })
+        Ok(RawSocket::from_accepted(fd))
     }
 
     /// Wraps a socket this crate just created (`socket`/`accept4` with `SOCK_CLOEXEC`, type
     /// `SOCK_SEQPACKET`, family `AF_UNIX`), skipping the checks of [`from_fd`](Self::from_fd).
     pub(crate) fn from_accepted(fd: OwnedFd) -> RawSocket {
-        RawSocket { fd }
+        RawSocket {
+            fd,
+            flow: crate::flow::Flow::default(),
+        }
+    }
+
+    /// The flow-control state of this connection (see `flow.rs`).
+    pub(crate) fn flow(&self) -> &crate::flow::Flow {
+        &self.flow
     }
 
     /// Gives up the wrapper and returns the socket fd.
@@ -280,6 +290,7 @@ impl RawSocket {
     /// - [`Error::Io`] when `recvmsg` or `poll` fails otherwise.
     pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, mode: RecvMode) -> Result<usize> {
         let dontwait = !matches!(mode, RecvMode::Blocking);
+        let mut reset_seen = false;
         loop {
             match self.recv_once(buf, fds, dontwait)? {
                 Step::Packet(n) => return Ok(n),
@@ -297,6 +308,10 @@ impl RawSocket {
                     RecvMode::Blocking => self.wait(PollFlags::POLLIN, PollTimeout::NONE)?,
                     RecvMode::Deadline(deadline) => self.wait_until(PollFlags::POLLIN, deadline)?,
                 },
+                // A peer that closed with packets of ours unread (e.g. flow-control credits)
+                // leaves ECONNRESET pending, which the kernel reports before the packets it
+                // sent us; reading it clears it, so read on: its packets come, then EOF.
+                Step::Errno(Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 Step::Errno(e) if is_disconnect(e) => return Err(Error::Disconnected),
                 Step::Errno(e) => return Err(Error::io("recvmsg", Some(self.fd.as_raw_fd()), e)),
             }
