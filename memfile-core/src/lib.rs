@@ -126,6 +126,10 @@ pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
 pub use live::{LiveView, LiveWriter};
 pub use region::WritableRegion;
 
+// --- the producer-side buffer pool (built on the public API above) ---
+mod pool;
+pub use pool::{FramePool, FramePoolOptions, FramePoolStats};
+
 // --- owned by the ecosystem work: reader.rs, bytes.rs ---
 #[cfg(feature = "bytes")]
 mod bytes;
