@@ -99,10 +99,12 @@ pub use channel::{
 };
 mod connect;
 mod flow;
+pub use flow::{InFlight, Window};
+mod publisher;
 pub use connect::{connect_abstract_with_policy, connect_with_policy};
 pub use fd::Fd;
-pub use flow::{InFlight, Window};
 pub use limits::Limits;
+pub use publisher::{FullPolicy, Published, Publisher, SubscriberId};
 
 // --- async endpoints (feature `tokio`) ---
 #[cfg(feature = "tokio")]
