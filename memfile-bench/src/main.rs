@@ -294,6 +294,17 @@ fn run(args: &[String]) -> Res<()> {
     }
     println!();
     print!("{}", report::table(&all));
+    // The paced case reports latencies: its own table (`--only paced_8m` runs it alone).
+    if o.only
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|c| c == "paced_8m"))
+    {
+        let t = Instant::now();
+        eprint!("paced_8m ...");
+        let (size, paced, unpaced) = mode.pick((8 * MIB, 240, 60), (8 * MIB, 180, 40), (MIB, 6, 4));
+        print!("{}", cases::paced::report(size, paced, unpaced)?);
+        eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+    }
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &o.json {
         std::fs::write(path, report::json(&machine, &command, &all))?;

@@ -16,6 +16,7 @@ use crate::work::{Res, check, checksum, expected, read_buf, warm_buffer, write_u
 pub mod fanout;
 pub mod frozen4k;
 pub mod large;
+pub mod paced;
 pub mod pipeline;
 pub mod small;
 pub mod typed;
@@ -54,6 +55,7 @@ pub fn run_child(a: &ChildArgs) -> Res<()> {
         .or_else(|| frozen4k::child(a))
         .or_else(|| typed::child(a))
         .or_else(|| pipeline::child(a))
+        .or_else(|| paced::child(a))
         .unwrap_or_else(|| Err(format!("unknown child role {:?}", a.role).into()))
 }
 

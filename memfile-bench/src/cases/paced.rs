@@ -1,0 +1,145 @@
+//! `paced_8m`: the camera-like producer of issue 11. 8 MiB frames at 60 per second to a
+//! consumer process that reads every byte; the latency of each frame from "start filling"
+//! to "the consumer has verified it", p50/p99/max, with the producer's frames from a
+//! [`FramePool`] (faulted in ahead of time on another thread) and without (a fresh
+//! `WritableRegion` per frame); then the same unpaced, as throughput.
+//!
+//! It reports latencies rather than seconds per operation, so it has its own small table
+//! (printed after the others) instead of a `Plan`.
+
+use std::time::{Duration, Instant};
+
+use memfile_core::{FramePool, Frozen, WritableRegion};
+use memfile_ipc::Fd;
+
+use crate::proc::{ChildArgs, ours_spawn};
+use crate::work::{Res, check, checksum, expected, fill};
+
+const ROLE: &str = "paced.consume";
+
+/// One run's numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    /// Latency percentiles, seconds.
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Bytes per second over the run.
+    pub throughput: f64,
+}
+
+/// Child: receives `(index, frame)`, reads every byte, answers `(index, checksum)`.
+pub fn child(a: &ChildArgs) -> Option<Res<()>> {
+    (a.role == ROLE).then(|| {
+        let (tx, rx) = memfile_ipc::from_parent::<(u64, u64), (u64, Fd<Frozen>)>()?;
+        tx.send(&(u64::MAX, 0))?; // ready
+        loop {
+            match rx.recv() {
+                Ok((index, frame)) => tx.send(&(index, checksum(&frame)))?,
+                Err(memfile_ipc::Error::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })
+}
+
+fn seed(i: u64) -> u8 {
+    (i % 251) as u8 + 1
+}
+
+/// Sends `frames` frames of `size` bytes, at `fps` (0: as fast as possible), each made in a
+/// region from `pool` (or a fresh one); returns latencies and throughput.
+pub fn run(size: usize, frames: u64, fps: f64, pool: Option<&FramePool>) -> Res<Run> {
+    let (reaper, tx, rx) = ours_spawn::<(u64, Fd<Frozen>), (u64, u64)>(ROLE, size, 1, "")?;
+    let (ready, _) = rx.recv()?;
+    check("ready", ready, u64::MAX)?;
+    let mut started = vec![None::<Instant>; frames as usize];
+    let mut latencies = Vec::with_capacity(frames as usize);
+    let acks = std::thread::spawn(move || -> Res<Vec<(u64, u64, Instant)>> {
+        (0..frames)
+            .map(|_| {
+                let (i, sum) = rx.recv()?;
+                Ok((i, sum, Instant::now()))
+            })
+            .collect()
+    });
+    let period = (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps));
+    let begin = Instant::now();
+    for i in 0..frames {
+        if let Some(period) = period {
+            let due = begin + period.mul_f64(i as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        started[i as usize] = Some(Instant::now());
+        let mut region = match pool {
+            Some(pool) => pool.take(size)?,
+            None => WritableRegion::new("paced", size)?,
+        };
+        fill(&mut region, seed(i));
+        tx.send(&(i, Fd::new(region.freeze()?)))?;
+    }
+    let acked = acks.join().map_err(|_| "ack thread panicked")??;
+    let elapsed = begin.elapsed().as_secs_f64();
+    drop(tx);
+    reaper.finish()?;
+    for (i, sum, at) in acked {
+        check("frame checksum", sum, expected(size, seed(i)))?;
+        let t0 = started[i as usize].ok_or("ack for a frame never sent")?;
+        latencies.push((at - t0).as_secs_f64());
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    Ok(Run {
+        p50: pick(0.5),
+        p99: pick(0.99),
+        max: *latencies.last().ok_or("no frames")?,
+        throughput: (size as u64 * frames) as f64 / elapsed,
+    })
+}
+
+/// Runs the case: paced with and without the pool, then unpaced with and without; returns
+/// the table to print.
+pub fn report(size: usize, paced_frames: u64, unpaced_frames: u64) -> Res<String> {
+    let mut out = format!(
+        "\npaced_8m: {} KiB frames, 60 fps x {paced_frames}, then unpaced x {unpaced_frames}\n\
+         {:<10} {:>10} {:>10} {:>10} {:>14}\n",
+        size >> 10,
+        "producer",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "unpaced GB/s"
+    );
+    let mut rows = Vec::new();
+    for with_pool in [true, false] {
+        let pool = if with_pool {
+            Some(FramePool::new()?)
+        } else {
+            None
+        };
+        let paced = run(size, paced_frames, 60.0, pool.as_ref())?;
+        let unpaced = run(size, unpaced_frames, 0.0, pool.as_ref())?;
+        rows.push((with_pool, paced, unpaced));
+    }
+    for (with_pool, paced, unpaced) in &rows {
+        out += &format!(
+            "{:<10} {:>10.2} {:>10.2} {:>10.2} {:>14.2}\n",
+            if *with_pool { "pool" } else { "no pool" },
+            paced.p50 * 1e3,
+            paced.p99 * 1e3,
+            paced.max * 1e3,
+            unpaced.throughput / 1e9
+        );
+    }
+    if let [(_, p, u), (_, q, v)] = &rows[..] {
+        out += &format!(
+            "pool vs no pool: p50 {:.1}x lower, p99 {:.1}x lower, unpaced throughput {:.2}x\n",
+            q.p50 / p.p50,
+            q.p99 / p.p99,
+            u.throughput / v.throughput
+        );
+    }
+    Ok(out)
+}
