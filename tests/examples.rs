@@ -119,7 +119,7 @@ fn producer_consumer_slow_consumer_stays_within_the_window() {
     );
     assert!(out.contains("done: 24 frames"), "{out}");
     let peak = peak_in_flight_mib(&out);
-    assert!(peak <= 32.0 && peak >= 8.0, "peak {peak} MiB\n{out}");
+    assert!((8.0..=32.0).contains(&peak), "peak {peak} MiB\n{out}");
 }
 
 #[test]
