@@ -500,7 +500,8 @@ impl Flow {
         pending
     }
 
-    fn due(&self) -> bool {
+    /// Whether control packets wait to be sent (the socket was full).
+    pub(crate) fn due(&self) -> bool {
         let s = self.lock();
         s.announce_due.is_some() || s.credit_due || s.probe_due
     }

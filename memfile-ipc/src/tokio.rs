@@ -170,12 +170,29 @@ async fn acquire_budget<'a>(
     let flow = socket.flow();
     std::future::poll_fn(|cx| {
         loop {
-            match flow.poll_acquire(socket, cost, cx.waker()) {
+            let must_read = match flow.poll_acquire(socket, cost, cx.waker()) {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok(Ok(reserved)) => return Poll::Ready(Ok(reserved)),
-                // Another thread or task must act first; it wakes us.
-                Ok(Err(false)) => return Poll::Pending,
-                Ok(Err(true)) => {}
+                Ok(Err(must_read)) => must_read,
+            };
+            // A probe that did not fit into the full socket: wait for room to send it too.
+            if flow.due() {
+                match io.poll_write_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        if flow.flush(socket) {
+                            guard.clear_ready();
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(readiness_error(io.as_raw_fd(), e)));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Another thread or task must act first; it wakes us.
+            if !must_read {
+                return Poll::Pending;
             }
             // Nothing to read: wait for the socket too. The readiness guard is taken before
             // looking again, so clearing it cannot hide a packet that came in between.
