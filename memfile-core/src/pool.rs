@@ -297,6 +297,14 @@ fn populate(region: &mut WritableRegion) {
 /// The background thread: keeps every recently wanted size at `depth` ready regions
 /// within `max_bytes`, releases idle sizes, until shutdown.
 fn prepare(shared: &Shared) {
+    // Work ahead at a lower priority, so that on a busy machine the producer and its
+    // consumers, whose latency this thread exists to cut, run first. Failure is harmless.
+    // SAFETY: gettid and setpriority take and return plain integers; PRIO_PROCESS with a
+    // thread id changes the nice value of this thread only.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
     let options = &shared.options;
     let mut s = shared.lock();
     loop {
