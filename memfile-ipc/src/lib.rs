@@ -14,6 +14,11 @@
 //!   travel the same way.
 //! - A message whose encoding does not fit into one packet is written to a sealed memfd and
 //!   sent as an fd ("spilled"); there is no size ceiling but [`Limits`].
+//! - Channels are bounded: a [`Receiver`] grants its peer a [`Window`] of messages and
+//!   bytes in flight (default 1024 and 256 MiB, counting the buffers messages carry), and
+//!   the peer's [`Sender`] waits when it is used up (`try_send` reports [`Error::Full`]).
+//!   [`Publisher`] sends one message to many subscribers, each over its own bounded
+//!   channel, with a [`FullPolicy`] for slow ones.
 //! - Nothing a peer sends makes this crate panic, hang, leak an fd or allocate without
 //!   bound: every bad packet is one [`Error`] variant, naming the fd and what was wrong, and
 //!   the channel stays usable.
