@@ -480,21 +480,23 @@ impl Flow {
         let mut pending = false;
         if let Some(p) = packets[0] {
             match socket.try_send(&[IoSlice::new(&p)], &[]) {
-                Ok(()) => {
+                Err(Error::WouldBlock) => pending = true,
+                // Sent; or the peer cannot take it at all (gone): then drop it, rather than
+                // wait for room that never comes.
+                _ => {
                     s.announce_due = None;
                     s.credit_due = false;
                     s.unreported = 0;
                 }
-                Err(_) => pending = true,
             }
         }
         if let Some(p) = packets[1] {
             match socket.try_send(&[IoSlice::new(&p)], &[]) {
-                Ok(()) => {
+                Err(Error::WouldBlock) => pending = true,
+                _ => {
                     s.probe_due = false;
                     s.probe_sent = true;
                 }
-                Err(_) => pending = true,
             }
         }
         pending

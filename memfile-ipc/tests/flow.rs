@@ -299,6 +299,28 @@ fn hostile_sender_ignoring_the_window() {
     }
 }
 
+/// A `Receiver` passed inside a message announces afresh with `RESET`: the sender forgets
+/// what it had in flight (the old receiver's uncredited messages cannot stall it) and takes
+/// the new receiver's window.
+#[test]
+fn receiver_sent_in_a_message_resets_the_senders_count() {
+    let (tx, rx) = channel::<u32>().unwrap();
+    let rx = small_window(rx, 2);
+    tx.try_send(&0).unwrap();
+    tx.try_send(&1).unwrap();
+    assert!(matches!(tx.try_send(&2), Err(Error::Full)));
+    let (carrier_tx, carrier_rx) = channel::<Receiver<u32>>().unwrap();
+    carrier_tx.send(&rx).unwrap();
+    drop(rx);
+    let moved = carrier_rx.recv().unwrap();
+    assert_eq!(moved.recv().unwrap(), 0); // its first recv announces
+    tx.try_send(&2).unwrap();
+    assert_eq!(tx.in_flight().window, Some(Window::default()));
+    assert_eq!(tx.in_flight().messages, 1);
+    assert_eq!(moved.recv().unwrap(), 1);
+    assert_eq!(moved.recv().unwrap(), 2);
+}
+
 // --- async ------------------------------------------------------------------------------
 
 #[test]
