@@ -18,7 +18,7 @@ use crate::work::{Res, check, checksum, expected, fill};
 const ROLE: &str = "paced.consume";
 
 /// One run's numbers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Run {
     /// Latency percentiles, seconds.
     pub p50: f64,
@@ -26,6 +26,8 @@ pub struct Run {
     pub max: f64,
     /// Bytes per second over the run.
     pub throughput: f64,
+    /// Every frame's latency, seconds, sorted.
+    pub latencies: Vec<f64>,
 }
 
 /// Child: receives `(index, frame)`, reads every byte, answers `(index, checksum)`.
@@ -96,12 +98,18 @@ pub fn run(size: usize, frames: u64, fps: f64, pool: Option<&FramePool>) -> Res<
         p99: pick(0.99),
         max: *latencies.last().ok_or("no frames")?,
         throughput: (size as u64 * frames) as f64 / elapsed,
+        latencies,
     })
 }
 
 /// Runs the case: paced with and without the pool, then unpaced with and without; returns
-/// the table to print.
-pub fn report(size: usize, paced_frames: u64, unpaced_frames: u64) -> Res<String> {
+/// the table to print, and writes the latency distributions as an SVG plot to `svg`.
+pub fn report(
+    size: usize,
+    paced_frames: u64,
+    unpaced_frames: u64,
+    svg: Option<&str>,
+) -> Res<String> {
     let mut out = format!(
         "\npaced_8m: {} KiB frames, 60 fps x {paced_frames}, then unpaced x {unpaced_frames}\n\
          {:<10} {:>10} {:>10} {:>10} {:>14}\n",
@@ -123,6 +131,14 @@ pub fn report(size: usize, paced_frames: u64, unpaced_frames: u64) -> Res<String
         let unpaced = run(size, unpaced_frames, 0.0, pool.as_ref())?;
         rows.push((with_pool, paced, unpaced));
     }
+    if let Some(path) = svg {
+        let curves: Vec<(&str, &[f64])> = rows
+            .iter()
+            .map(|(p, paced, _)| (if *p { "pool" } else { "no pool" }, &paced.latencies[..]))
+            .collect();
+        std::fs::write(path, plot(size, &curves))?;
+        eprintln!("wrote {path}");
+    }
     for (with_pool, paced, unpaced) in &rows {
         out += &format!(
             "{:<10} {:>10.2} {:>10.2} {:>10.2} {:>14.2}\n",
@@ -142,4 +158,64 @@ pub fn report(size: usize, paced_frames: u64, unpaced_frames: u64) -> Res<String
         );
     }
     Ok(out)
+}
+
+/// The latency distributions (share of frames at or below a latency) as a small SVG.
+fn plot(size: usize, curves: &[(&str, &[f64])]) -> String {
+    let (w, h, left, bottom) = (640.0, 360.0, 60.0, 40.0);
+    let max_ms = curves
+        .iter()
+        .flat_map(|(_, l)| l.iter())
+        .fold(1.0f64, |m, &s| m.max(s * 1e3))
+        .min(100.0);
+    let x = |ms: f64| left + (ms.min(max_ms) / max_ms) * (w - left - 20.0);
+    let y = |frac: f64| (h - bottom) - frac * (h - bottom - 30.0);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n<text x=\"{left}\" y=\"18\">paced_8m: {} KiB frames at 60 fps, \
+         fill start to consumer verified (share of frames within a latency)</text>\n",
+        size >> 10
+    );
+    out += &format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
+        y(0.0),
+        x(max_ms),
+        y(0.0),
+        y(0.0),
+        y(1.0)
+    );
+    for i in 0..=5 {
+        let ms = max_ms * f64::from(i) / 5.0;
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{ms:.0} ms</text>\n",
+            x(ms),
+            y(0.0) + 16.0
+        );
+        let frac = f64::from(i) / 5.0;
+        out += &format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>\n",
+            left - 6.0,
+            y(frac) + 4.0,
+            frac * 100.0
+        );
+    }
+    for (k, (name, lat)) in curves.iter().enumerate() {
+        let color = ["#1f77b4", "#d62728"][k % 2];
+        let n = lat.len().max(1) as f64;
+        let points: Vec<String> = lat
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{:.1},{:.1}", x(s * 1e3), y((i + 1) as f64 / n)))
+            .collect();
+        out += &format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{name}</text>\n",
+            points.join(" "),
+            w - 120.0,
+            y(0.3) + 16.0 * k as f64
+        );
+    }
+    out + "</svg>\n"
 }
