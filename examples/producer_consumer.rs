@@ -202,7 +202,9 @@ fn producer() -> AnyResult<ExitCode> {
     );
 
     let pool = if opts.pool {
-        Some(FramePool::new()?)
+        let pool = FramePool::new()?;
+        pool.prepare(opts.size); // the frame size is known: start preparing now
+        Some(pool)
     } else {
         None
     };

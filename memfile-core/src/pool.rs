@@ -218,6 +218,24 @@ impl FramePool {
         }
     }
 
+    /// Starts preparing regions of `len` bytes now, before the first [`take`](Self::take)
+    /// of that size (which would otherwise be made inline): for a producer that knows its
+    /// frame size up front.
+    pub fn prepare(&self, len: usize) {
+        {
+            let mut s = self.shared.lock();
+            let now = Instant::now();
+            s.sizes
+                .entry(len)
+                .or_insert_with(|| SizeState {
+                    ready: Vec::new(),
+                    last_wanted: now,
+                })
+                .last_wanted = now;
+        }
+        self.shared.work.notify_one();
+    }
+
     /// Takes a region of `len` bytes, lets `fill` write it, and freezes it.
     ///
     /// # Errors

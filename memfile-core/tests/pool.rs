@@ -117,3 +117,12 @@ fn empty_pool_falls_back_to_inline_and_shuts_down_cleanly() {
     let frozen = kept.freeze().unwrap();
     assert_eq!(frozen.len(), MIB);
 }
+
+#[test]
+fn prepare_makes_the_first_take_a_hit() {
+    let pool = FramePool::new().unwrap();
+    pool.prepare(MIB);
+    wait_for(&pool, |s| s.ready == 2);
+    drop(pool.take(MIB).unwrap());
+    assert_eq!((pool.stats().hits, pool.stats().misses), (1, 0));
+}

