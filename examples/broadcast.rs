@@ -5,14 +5,15 @@
 //! ```
 //!
 //! Every consumer maps the very same pages: they report the inode of the file they
-//! received, which is the inode of the producer's file.
+//! received, which is the inode of the producer's file. The producer sends through a
+//! [`Publisher`]: one `publish` reaches every subscriber over its own bounded channel.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use memfile::Frozen;
-use memfile::ipc::{self, Fd};
+use memfile::ipc::{self, Fd, FullPolicy, Publisher};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -42,17 +43,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let expected = byte_sum(&buffer);
     let inode = inode_of(&buffer)?;
 
+    let publisher = Publisher::new(FullPolicy::Block);
     let mut consumers = Vec::new();
     for _ in 0..CONSUMERS {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.env(ROLE_ENV, "consumer");
         let (child, tx, rx) = ipc::spawn::<Shared, Report>(&mut cmd)?;
-        // `clone` is cheap: another handle to the same mapping; only the fd is sent.
-        tx.send(&Shared {
-            buffer: Fd::new(buffer.clone()),
-        })?;
+        publisher.subscribe(tx);
         consumers.push((child, rx));
     }
+    // `clone` is cheap: another handle to the same mapping; only the fd is sent, once per
+    // subscriber.
+    let published = publisher.publish(&Shared {
+        buffer: Fd::new(buffer.clone()),
+    })?;
+    assert_eq!(published.delivered, CONSUMERS);
     for (mut child, rx) in consumers {
         let report = rx.recv()?;
         println!(

@@ -80,6 +80,69 @@ fn producer_consumer_fails_on_a_checksum_mismatch() {
     assert!(stderr.contains("frame 2 failed verification"), "{stderr}");
 }
 
+/// The peak of shared memory in flight that the example prints, in MiB.
+fn peak_in_flight_mib(out: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("peak shared memory in flight:"))
+        .unwrap_or_else(|| panic!("no peak line in\n{out}"));
+    line.split_whitespace().nth(5).unwrap().parse().unwrap()
+}
+
+#[test]
+fn producer_consumer_default_job_reports_latency_and_memory() {
+    let out = run("producer_consumer", &[]);
+    assert!(out.contains("pool on"), "{out}");
+    assert!(
+        out.contains("latency (fill start -> consumer verified): p50"),
+        "{out}"
+    );
+    assert!(peak_in_flight_mib(&out) <= 256.0, "{out}");
+}
+
+/// A consumer that takes 20 ms per 8 MiB frame, with a 32 MiB window: the producer never
+/// has more than the window in flight (without flow control, every frame would be).
+#[test]
+fn producer_consumer_slow_consumer_stays_within_the_window() {
+    let out = run(
+        "producer_consumer",
+        &[
+            "--frames",
+            "24",
+            "--size-mib",
+            "8",
+            "--window-mib",
+            "32",
+            "--consumer-delay-ms",
+            "20",
+        ],
+    );
+    assert!(out.contains("done: 24 frames"), "{out}");
+    let peak = peak_in_flight_mib(&out);
+    assert!((8.0..=32.0).contains(&peak), "peak {peak} MiB\n{out}");
+}
+
+#[test]
+fn producer_consumer_fans_out_without_the_pool() {
+    let out = run(
+        "producer_consumer",
+        &[
+            "--frames",
+            "16",
+            "--size-mib",
+            "1",
+            "--consumers",
+            "3",
+            "--no-pool",
+            "--rate",
+            "200",
+        ],
+    );
+    assert!(out.contains("done: 48 frames"), "{out}");
+    assert!(out.contains("pool off"), "{out}");
+    assert!(out.contains("checksums: all matched"), "{out}");
+}
+
 #[test]
 fn producer_consumer_rejects_bad_arguments() {
     let status = Command::new(example_path("producer_consumer"))

@@ -150,6 +150,9 @@ pub fn check(packet: &[u8], fds: Vec<OwnedFd>) -> Option<Result<Msg, Error>> {
     let result = rx.try_recv();
     match &result {
         Ok(_) => {}
+        // A well-formed flow-control packet (flag 0x0002, protocol v2) carries no message:
+        // the receiver applies it and finds nothing else queued.
+        Err(Error::WouldBlock) if packet.len() >= 8 && packet[6] & 2 != 0 => {}
         Err(
             Error::WouldBlock
             | Error::Disconnected { .. }

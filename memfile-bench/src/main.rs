@@ -206,6 +206,7 @@ struct Options {
     thp_advise: bool,
     json: Option<String>,
     svg: Option<String>,
+    paced_svg: Option<String>,
     only: Option<Vec<String>>,
     alts: Option<Vec<String>>,
 }
@@ -218,6 +219,7 @@ const USAGE: &str = "usage: memfile-bench [--quick | --smoke] [--json PATH] [--s
   --json PATH         write {\"machine\", \"cases\": [{case, size_bytes, ours_s, baseline,
                       baseline_s, ratio}], \"variants\"} (ratio = baseline_s / ours_s)
   --svg PATH          write a plot of large_e2e throughput against size
+  --paced-svg PATH    write a plot of paced_8m's latency distributions
   --variants          also time other ways to use memfile (from_bytes, MADV_HUGEPAGE, ...)
   --only CASES        run only these cases (comma-separated)
   --alts NAMES        run only these alternatives (comma-separated; for profiling)
@@ -234,6 +236,9 @@ fn parse_args(args: &[String]) -> Res<Options> {
             "--shmem-thp-advise" => o.thp_advise = true,
             "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.clone()),
             "--svg" => o.svg = Some(it.next().ok_or("--svg needs a path")?.clone()),
+            "--paced-svg" => {
+                o.paced_svg = Some(it.next().ok_or("--paced-svg needs a path")?.clone());
+            }
             "--only" => {
                 let list = it.next().ok_or("--only needs a list of cases")?;
                 o.only = Some(list.split(',').map(str::to_owned).collect());
@@ -299,6 +304,18 @@ fn run(args: &[String]) -> Res<()> {
     }
     println!();
     print!("{}", report::table(&all));
+    // The paced case reports latencies: its own table (`--only paced_8m` runs it alone).
+    if o.only
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|c| c == "paced_8m"))
+    {
+        let t = Instant::now();
+        eprint!("paced_8m ...");
+        let (size, paced, unpaced) = mode.pick((8 * MIB, 240, 60), (8 * MIB, 180, 40), (MIB, 6, 4));
+        let svg = o.paced_svg.as_deref();
+        print!("{}", cases::paced::report(size, paced, unpaced, svg)?);
+        eprintln!(" {:.1} s", t.elapsed().as_secs_f64());
+    }
     println!("\ntotal {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &o.json {
         std::fs::write(path, report::json(&machine, &command, &all))?;

@@ -133,6 +133,10 @@ pub use frozen::{Frozen, FrozenError, FrozenErrorKind};
 pub use live::{LiveView, LiveWriter};
 pub use region::WritableRegion;
 
+// The producer-side buffer pool (built on the public API above).
+mod pool;
+pub use pool::{FramePool, FramePoolOptions, FramePoolStats};
+
 // A frozen buffer through `std::io` and (feature `bytes`) as `bytes::Bytes`.
 #[cfg(feature = "bytes")]
 mod bytes;

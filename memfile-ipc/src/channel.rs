@@ -21,6 +21,7 @@ use crate::closer::{self, PeerFds};
 use crate::codec;
 use crate::fd::{self, DecodeScope, EncodeScope, KeepOpen};
 use crate::fingerprint;
+use crate::flow::{self, InFlight, Wait, Window};
 use crate::listener::{connect_abstract_raw, connect_raw};
 use crate::process::{ChildProcess, raw_from_parent, spawn_raw};
 use crate::raw::{MAX_FDS_PER_PACKET, RawSocket, RecvMode};
@@ -222,6 +223,12 @@ impl<T> Sender<T> {
         &self.socket
     }
 
+    /// What this process has in flight on the connection (sent, not yet credited by the
+    /// peer), and the window the peer announced (`None`: unbounded).
+    pub fn in_flight(&self) -> InFlight {
+        self.socket.flow().in_flight()
+    }
+
     /// The process at the other end (`SO_PEERCRED`). For a [`channel`] or [`spawn`]
     /// socketpair this is the process that created the pair; for [`connect`] and
     /// `Listener::accept` it is the peer that connected or listened.
@@ -235,7 +242,8 @@ impl<T> Sender<T> {
 }
 
 impl<T: Serialize + Deserialize<'static>> Sender<T> {
-    /// Sends one message, waiting while the socket's buffer is full.
+    /// Sends one message, waiting while the peer's window is used up (a bounded channel:
+    /// see [`Window`]) or the socket's buffer is full.
     ///
     /// The packet carries the fingerprint of `T` (unless turned off with
     /// [`without_type_check`](Self::without_type_check)), computed from `T`'s serde shape at
@@ -277,11 +285,13 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
         self.send_with(msg, false)
     }
 
-    /// Sends one message if the socket's buffer has room now.
+    /// Sends one message if the peer's window (see [`Window`]) and the socket's buffer have
+    /// room now.
     ///
     /// # Errors
     ///
-    /// [`Error::WouldBlock`] when the buffer is full (nothing was sent); otherwise as
+    /// [`Error::Full`] when the peer's window is used up, [`Error::WouldBlock`] when the
+    /// socket's buffer is full (nothing was sent either way); otherwise as
     /// [`send`](Self::send).
     pub fn try_send(&self, msg: &T) -> Result<()> {
         self.send_with(msg, true)
@@ -295,8 +305,8 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] when the buffer had no room in time: nothing was sent (a packet
-    /// is never sent in part), and the message can be sent again. Otherwise as
+    /// [`Error::Timeout`] when the window or the buffer had no room in time: nothing was sent
+    /// (a packet is never sent in part), and the message can be sent again. Otherwise as
     /// [`send`](Self::send).
     ///
     /// # Examples
@@ -326,9 +336,18 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
         let mut buffer = take_send_buffer();
         let result = self
             .encode(msg, &mut buffer)
-            .and_then(|mut packet| match deadline {
-                Some(deadline) => packet.send_until(&self.socket, deadline),
-                None => packet.send(&self.socket, false),
+            .and_then(|mut packet| {
+                let socket = &self.socket;
+                match deadline {
+                    Some(deadline) => {
+                        flow::send_with_budget(socket, packet.cost, Wait::Until(deadline), || {
+                            packet.send_until(socket, deadline)
+                        })
+                    }
+                    None => flow::send_with_budget(socket, packet.cost, Wait::Forever, || {
+                        packet.send(socket, false)
+                    }),
+                }
             })
             .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         recycle_send_buffer(buffer);
@@ -338,9 +357,14 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
 
     fn send_with(&self, msg: &T, nonblocking: bool) -> Result<()> {
         let mut buffer = take_send_buffer();
+        let wait = if nonblocking { Wait::No } else { Wait::Forever };
         let result = self
             .encode(msg, &mut buffer)
-            .and_then(|mut packet| packet.send(&self.socket, nonblocking))
+            .and_then(|mut packet| {
+                flow::send_with_budget(&self.socket, packet.cost, wait, || {
+                    packet.send(&self.socket, nonblocking)
+                })
+            })
             .map_err(|e| e.on_socket(self.socket.as_raw_fd()));
         recycle_send_buffer(buffer);
         trace::sent(&self.socket, &result);
@@ -354,7 +378,10 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
         buffer.clear();
         buffer.resize(HEADER_LEN, 0);
         let scope = EncodeScope::begin();
-        codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope)?;
+        let outer = flow::begin_carry();
+        let encoded = codec::encode(msg, buffer, self.limits.get_max_message_bytes(), &scope);
+        let carried = flow::end_carry(outer);
+        encoded?;
         // Owned by the packet (clones or duplicates): whatever happens to `msg` meanwhile,
         // every retry sends these very files.
         let field_fds: Vec<KeepOpen> = scope.finish();
@@ -379,6 +406,7 @@ impl<T: Serialize + Deserialize<'static>> Sender<T> {
             field_fds,
             fingerprint,
             spill: None,
+            cost: (payload_len as u64).saturating_add(carried),
         };
         if payload_len > self.inline_limit {
             packet.spill()?;
@@ -433,6 +461,9 @@ pub(crate) struct Packet<'a> {
     /// Once the payload is spilled: the header that announces it, and the sealed memfd
     /// holding the payload (it goes last in the packet's fd list).
     spill: Option<([u8; HEADER_LEN], Frozen)>,
+    /// What the message counts against a bounded channel's byte window: the payload plus
+    /// the buffers its fields carry.
+    pub(crate) cost: u64,
 }
 
 impl Packet<'_> {
@@ -539,16 +570,22 @@ impl<T> AsFd for Sender<T> {
 }
 
 /// Sent as an fd: the peer gets a `Sender<T>` on the same connection (a reply channel).
+///
+/// Flow control: from then on, this connection's sending direction is unbounded in this
+/// process (every clone of this sender), and in the receiving one; see [`Window`].
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.socket.flow().hand_off();
         fd::serialize_fd(|| Ok(KeepOpen::socket(&self.socket)), serializer)
     }
 }
 
-/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket.
+/// Received as an fd, which must be an `AF_UNIX` `SOCK_SEQPACKET` socket. Unbounded (the
+/// process that sent it may still hold clones): see [`Window`].
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sender<T>, D::Error> {
         let socket = fd::deserialize::<RawSocket, D>(deserializer)?;
+        socket.flow().hand_off();
         Ok(Sender::from_raw(Arc::new(socket)))
     }
 }
@@ -600,9 +637,16 @@ pub struct Receiver<T> {
 
 impl<T> Receiver<T> {
     /// Wraps a connected socket (shared with a [`Sender`] for duplex use).
+    ///
+    /// It grants the peer the default [`Window`], announced on the first `recv` (until
+    /// then the peer's sender is unbounded), or at once by
+    /// [`with_window`](Self::with_window).
     pub fn from_raw(socket: Arc<RawSocket>) -> Receiver<T> {
         let limits = Limits::default();
         let recv_capacity = Self::capacity(&socket, &limits);
+        socket
+            .flow()
+            .receiver_created(&socket, Window::default(), false);
         Receiver {
             socket,
             limits,
@@ -678,6 +722,37 @@ impl<T> Receiver<T> {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Grants the peer `window`: how many messages and bytes it may have in flight that
+    /// this side's application has not taken yet ([`Window::unbounded`]: no limit). The
+    /// window belongs to the connection (every clone of this receiver in this process) and
+    /// is announced to the peer at once if the socket has room, else with the next `recv`.
+    ///
+    /// ```
+    /// use memfile::ipc::{channel, Window};
+    ///
+    /// let (tx, rx) = channel::<u64>()?;
+    /// let rx = rx.with_window(Window::new(16, 64 << 20));
+    /// tx.send(&1)?; // the sender has read the announcement by now
+    /// assert_eq!(tx.in_flight().window, Some(Window::new(16, 64 << 20)));
+    /// assert_eq!(rx.recv()?, 1);
+    /// # Ok::<(), memfile::ipc::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_window(self, window: Window) -> Receiver<T> {
+        self.set_window(window);
+        self
+    }
+
+    /// Grants the peer `window`, in place. See [`with_window`](Self::with_window).
+    pub fn set_window(&self, window: Window) {
+        self.socket.flow().set_window(&self.socket, window);
+    }
+
+    /// The window granted to the peer.
+    pub fn window(&self) -> Window {
+        self.socket.flow().window()
     }
 
     /// The socket underneath.
@@ -804,7 +879,10 @@ impl<T: DeserializeOwned> Receiver<T> {
     fn receive_and_decode(&self, buffer: &mut [u8], mode: RecvMode) -> Result<T> {
         // Owned from here on: every early return below closes them (through the closer).
         let mut fds = Vec::new();
-        let n = self.socket.recv(buffer, &mut fds, mode)?;
+        let n = self
+            .socket
+            .flow()
+            .recv(&self.socket, buffer, &mut fds, mode)?;
         let mut fds = PeerFds::new(fds);
         let header = Header::parse(&buffer[..n], fds.len())?;
         self.check_type(header.fingerprint)?;

@@ -53,6 +53,10 @@ pub enum Error {
     },
     /// A non-blocking call (`try_send`, `try_recv`) could not proceed now.
     WouldBlock,
+    /// `try_send` on a bounded channel whose window is used up: the peer's application has
+    /// not yet taken enough of the messages in flight (see [`Window`](crate::Window)).
+    /// Nothing was sent; try again after it has.
+    Full,
     /// The kernel cut the packet short (`MSG_TRUNC`: bytes, `MSG_CTRUNC`: fds). Every fd
     /// that did arrive was closed.
     Truncated {
@@ -309,6 +313,9 @@ impl fmt::Display for Error {
             }
             Error::Timeout { op, fd } => write!(f, "{op}{} timed out", OnFd(*fd)),
             Error::WouldBlock => f.write_str("the operation would block"),
+            Error::Full => f.write_str(
+                "the channel is full: the peer's window of messages or bytes in flight is used up",
+            ),
             Error::Truncated { fd, bytes, fds } => write!(
                 f,
                 "packet on fd {fd} was truncated by the kernel ({}); the fds that arrived were closed",
@@ -448,7 +455,7 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source.kind(),
             Error::Disconnected { .. } => io::ErrorKind::BrokenPipe,
             Error::Timeout { .. } => io::ErrorKind::TimedOut,
-            Error::WouldBlock => io::ErrorKind::WouldBlock,
+            Error::WouldBlock | Error::Full => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)

@@ -380,6 +380,13 @@ pub trait FdKind: Sized + private::Sealed {
     /// (the traced value is dropped right away).
     #[doc(hidden)]
     fn placeholder() -> Result<Self>;
+
+    /// Bytes of shared memory this value carries, counted against a bounded channel's
+    /// byte window (`flow.rs`): a buffer's size, 0 for other fds.
+    #[doc(hidden)]
+    fn carried_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// Whether the message being decoded lets `Frozen` fields have holes.
@@ -416,6 +423,10 @@ impl FdKind for Frozen {
         *budget = budget.saturating_sub(frozen.len() as u64);
         Ok(frozen)
     }
+
+    fn carried_bytes(&self) -> u64 {
+        self.len() as u64
+    }
 }
 
 impl private::Sealed for MemFile {}
@@ -447,6 +458,10 @@ impl FdKind for MemFile {
                 detail: error.to_string(),
             }
         })
+    }
+
+    fn carried_bytes(&self) -> u64 {
+        self.metadata().map_or(0, |m| m.len())
     }
 }
 
@@ -518,6 +533,7 @@ impl FdKind for RawSocket {
 /// duplicated (`EMFILE`). The packet keeps each fd open (a [`Frozen`] clone or a
 /// duplicate) until it is sent, so the value may be dropped right after this returns.
 pub fn serialize<T: FdKind, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    crate::flow::carry(value.carried_bytes());
     serialize_fd(|| value.keep_open(), serializer)
 }
 

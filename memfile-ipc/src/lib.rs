@@ -24,6 +24,11 @@
 //!   another type (different definitions, or `connect::<Tx, Rx>` / `accept::<Tx, Rx>` with
 //!   the type parameters swapped) rejects it with [`Error::TypeMismatch`], naming both
 //!   types, instead of decoding garbage ([`message_shape`], [`Sender::without_type_check`]).
+//! - Channels are bounded: a [`Receiver`] grants its peer a [`Window`] of messages and
+//!   bytes in flight (default 1024 and 256 MiB, counting the buffers messages carry), and
+//!   the peer's [`Sender`] waits when it is used up (`try_send` reports [`Error::Full`]).
+//!   [`Publisher`] sends one message to many subscribers, each over its own bounded
+//!   channel, with a [`FullPolicy`] for slow ones.
 //! - Nothing a peer sends makes this crate panic, hang, leak an fd or allocate without
 //!   bound: every bad packet is one [`Error`] variant, naming the fd and what was wrong, and
 //!   the channel stays usable.
@@ -115,10 +120,14 @@ mod connect;
 pub use connect::{connect_abstract_with_policy, connect_with_policy, retry_connect};
 mod accept;
 pub use accept::Incoming;
+mod flow;
 pub mod select;
+pub use flow::{InFlight, Window};
+mod publisher;
 pub use fd::Fd;
 pub use fingerprint::{message_fingerprint, message_shape};
 pub use limits::Limits;
+pub use publisher::{FullPolicy, Published, Publisher, SubscriberId};
 pub use select::ReceiverSet;
 
 // Async endpoints (feature `tokio`).

@@ -94,7 +94,7 @@ impl Limits {
     /// `Some(0)` spills every non-empty message.
     ///
     /// ```
-    /// use memfile_ipc::Limits;
+    /// use memfile::ipc::Limits;
     ///
     /// let limits = Limits::default().inline_limit(Some(usize::MAX));
     /// assert_eq!(limits.get_inline_limit(), Some(Limits::MAX_INLINE_LIMIT));

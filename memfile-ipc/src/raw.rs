@@ -92,6 +92,8 @@ pub enum RecvMode {
 #[derive(Debug)]
 pub struct RawSocket {
     fd: OwnedFd,
+    /// Flow-control state of the typed endpoints made on this socket in this process.
+    flow: crate::flow::Flow,
 }
 
 /// Checks that `fd` is an `AF_UNIX` `SOCK_SEQPACKET` socket (`SO_TYPE`, `getsockname`).
@@ -157,7 +159,7 @@ impl RawSocket {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| Error::io("socketpair", None, e))?;
-        Ok((RawSocket { fd: a }, RawSocket { fd: b }))
+        Ok((RawSocket::from_accepted(a), RawSocket::from_accepted(b)))
     }
 
     /// Wraps an fd that must be an `AF_UNIX` `SOCK_SEQPACKET` socket, and marks it
@@ -176,13 +178,21 @@ impl RawSocket {
         check_seqpacket(fd.as_fd())?;
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .map_err(|e| Error::io("fcntl(F_SETFD)", Some(fd.as_raw_fd()), e))?;
-        Ok(RawSocket { fd })
+        Ok(RawSocket::from_accepted(fd))
     }
 
     /// Wraps a socket this crate just created (`socket`/`accept4` with `SOCK_CLOEXEC`, type
     /// `SOCK_SEQPACKET`, family `AF_UNIX`), skipping the checks of [`from_fd`](Self::from_fd).
     pub(crate) fn from_accepted(fd: OwnedFd) -> RawSocket {
-        RawSocket { fd }
+        RawSocket {
+            fd,
+            flow: crate::flow::Flow::default(),
+        }
+    }
+
+    /// The flow-control state of this connection (see `flow.rs`).
+    pub(crate) fn flow(&self) -> &crate::flow::Flow {
+        &self.flow
     }
 
     /// Gives up the wrapper and returns the socket fd.
@@ -290,6 +300,7 @@ impl RawSocket {
     /// - [`Error::Io`] when `recvmsg` or `poll` fails otherwise.
     pub fn recv(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>, mode: RecvMode) -> Result<usize> {
         let dontwait = !matches!(mode, RecvMode::Blocking);
+        let mut reset_seen = false;
         loop {
             let step = self.recv_once(buf, fds, dontwait);
             if let Err(Error::Truncated { .. }) = &step {
@@ -316,6 +327,10 @@ impl RawSocket {
                     RecvMode::Blocking => self.wait(PollFlags::POLLIN, PollTimeout::NONE)?,
                     RecvMode::Deadline(deadline) => self.wait_until(PollFlags::POLLIN, deadline)?,
                 },
+                // A peer that closed with packets of ours unread (e.g. flow-control credits)
+                // leaves ECONNRESET pending, which the kernel reports before the packets it
+                // sent us; reading it clears it, so read on: its packets come, then EOF.
+                Step::Errno(Errno::ECONNRESET) if !reset_seen => reset_seen = true,
                 Step::Errno(e) if is_disconnect(e) => {
                     return Err(self.disconnected(Operation::Receive));
                 }
@@ -440,7 +455,7 @@ impl RawSocket {
 
     /// [`Error::Disconnected`] for `op` on this socket, with the peer's pid where known (see
     /// the variant's doc): looked up only now, on the way out.
-    fn disconnected(&self, op: Operation) -> Error {
+    pub(crate) fn disconnected(&self, op: Operation) -> Error {
         let peer_pid = self
             .peer_credentials()
             .ok()

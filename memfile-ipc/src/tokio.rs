@@ -160,6 +160,61 @@ async fn on_readiness<T: AsRawFd, R>(
     }
 }
 
+/// Waits (asynchronously) until the connection's window has room for a message of `cost`
+/// bytes (see `flow.rs`): woken by whoever applies a credit, or by the socket becoming
+/// readable when this task must read the credit itself.
+async fn acquire_budget<'a>(
+    io: &AsyncFd<Watched>,
+    socket: &'a RawSocket,
+    cost: u64,
+) -> Result<crate::flow::Reserved<'a>> {
+    let flow = socket.flow();
+    std::future::poll_fn(|cx| {
+        loop {
+            let must_read = match flow.poll_acquire(socket, cost, cx.waker()) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Ok(reserved)) => return Poll::Ready(Ok(reserved)),
+                Ok(Err(must_read)) => must_read,
+            };
+            // A probe that did not fit into the full socket: wait for room to send it too.
+            if flow.due() {
+                match io.poll_write_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        if flow.flush(socket) {
+                            guard.clear_ready();
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(readiness_error(io.as_raw_fd(), e)));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Another thread or task must act first; it wakes us.
+            if !must_read {
+                return Poll::Pending;
+            }
+            // Nothing to read: wait for the socket too. The readiness guard is taken before
+            // looking again, so clearing it cannot hide a packet that came in between.
+            let mut guard = match io.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(readiness_error(io.as_raw_fd(), e)));
+                }
+                Poll::Ready(Ok(guard)) => guard,
+            };
+            match flow.poll_acquire(socket, cost, cx.waker()) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Ok(reserved)) => return Poll::Ready(Ok(reserved)),
+                Ok(Err(false)) => return Poll::Pending,
+                Ok(Err(true)) => guard.clear_ready(),
+            }
+        }
+    })
+    .await
+}
+
 // -----------------------------------------------------------------------------------------
 
 /// The async sending half of a typed channel: a [`Sender`] registered with a tokio runtime.
@@ -224,7 +279,8 @@ impl<T> AsyncSender<T> {
 }
 
 impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
-    /// Sends one message, waiting (asynchronously) while the socket's buffer is full.
+    /// Sends one message, waiting (asynchronously) while the peer's window is used up (a
+    /// bounded channel, see [`Window`](crate::Window)) or the socket's buffer is full.
     ///
     /// The message is encoded once (a large one into a sealed memfd), then sent whole when
     /// there is room. Cancel-safe: if the future is dropped before it completes, nothing
@@ -244,7 +300,18 @@ impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
         let result = match self.inner.encode(msg, &mut buffer) {
             Ok(mut packet) => {
                 let socket = self.inner.raw();
-                on_readiness(&self.io, Interest::WRITABLE, || packet.send(socket, true)).await
+                // Budget first (a bounded channel), then room in the socket; a cancelled
+                // future gives the budget back (`Reserved` is dropped).
+                match acquire_budget(&self.io, socket, packet.cost).await {
+                    Ok(reserved) => {
+                        let sent = on_readiness(&self.io, Interest::WRITABLE, || {
+                            packet.send(socket, true)
+                        })
+                        .await;
+                        sent.map(|()| reserved.sent())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
@@ -258,7 +325,8 @@ impl<T: Serialize + Deserialize<'static>> AsyncSender<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::WouldBlock`] when the buffer is full; otherwise as [`send`](Self::send).
+    /// [`Error::Full`] when the peer's window is used up, [`Error::WouldBlock`] when the
+    /// buffer is full; otherwise as [`send`](Self::send).
     pub fn try_send(&self, msg: &T) -> Result<()> {
         self.inner.try_send(msg)
     }

@@ -16,8 +16,45 @@ pub(crate) const OLDEST_VERSION: u16 = 1;
 pub(crate) const HEADER_LEN: usize = 24;
 /// Flag: the payload is not in the packet but in a sealed memfd, the packet's last fd.
 pub(crate) const FLAG_SPILLED: u16 = 1;
+/// Flag (protocol v2): a flow-control packet, not a message (`flow.rs`, `docs/protocol.md`).
+pub(crate) const FLAG_CONTROL: u16 = 2;
 /// Every flag this version knows; any other bit set is a protocol error.
-const KNOWN_FLAGS: u16 = FLAG_SPILLED;
+const KNOWN_FLAGS: u16 = FLAG_SPILLED | FLAG_CONTROL;
+
+/// Whether `packet` (at least its first 8 bytes) has the control flag set. Only the flag is
+/// looked at: [`parse_control_header`] checks the rest.
+pub(crate) fn is_control(packet: &[u8]) -> bool {
+    packet.len() >= 8 && u16::from_le_bytes([packet[6], packet[7]]) & FLAG_CONTROL != 0
+}
+
+/// The header of a control packet with a `payload_len`-byte payload.
+pub(crate) fn control_header(payload_len: u64) -> [u8; HEADER_LEN] {
+    let mut b = Header {
+        spilled: false,
+        fd_count: 0,
+        payload_len,
+        fingerprint: 0,
+    }
+    .to_bytes();
+    b[6..8].copy_from_slice(&FLAG_CONTROL.to_le_bytes());
+    b
+}
+
+/// Validates the header of a control packet: a valid inline header with only the control
+/// flag set and no fds.
+pub(crate) fn parse_control_header(packet: &[u8], fds_received: usize) -> Result<()> {
+    let header = Header::parse(packet, fds_received)?;
+    if header.spilled || header.fd_count != 0 {
+        return Err(Error::Protocol {
+            detail: format!(
+                "control packet must be inline and carry no fd (spilled: {}, fds: {})",
+                header.spilled, header.fd_count
+            ),
+            fd: None,
+        });
+    }
+    Ok(())
+}
 
 /// A decoded, validated header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +221,7 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(bad(&|b| b[6] = 2, 1), Error::Protocol { .. }));
+        assert!(matches!(bad(&|b| b[6] = 4, 1), Error::Protocol { .. }));
         // Version 1: bytes 12..16 are reserved and must be zero.
         assert!(matches!(bad(&|b| b[4] = 1, 1), Error::Protocol { .. }));
         assert!(matches!(bad(&|b| b[16] = 1, 1), Error::Protocol { .. }));

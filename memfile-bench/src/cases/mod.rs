@@ -24,6 +24,7 @@ use crate::work::{Res, check, checksum, expected, read_buf, read_u64, warm_buffe
 pub mod fanout;
 pub mod frozen4k;
 pub mod large;
+pub mod paced;
 pub mod pipeline;
 pub mod small;
 pub mod typed;
@@ -91,6 +92,7 @@ const ROLES: &[&[Role]] = &[
     frozen4k::ROLES,
     typed::ROLES,
     pipeline::ROLES,
+    paced::ROLES,
 ];
 
 /// Runs the child role `a.role`.
