@@ -578,8 +578,12 @@ impl Flow {
                     drop(s);
                     match mode {
                         RecvMode::NonBlocking => return Err(Error::WouldBlock),
-                        RecvMode::Blocking => wait_socket(socket, pending, None)?,
-                        RecvMode::Deadline(d) => wait_socket(socket, pending, Some(d))?,
+                        RecvMode::Blocking => {
+                            wait_socket(socket, pending, None, Operation::Receive)?
+                        }
+                        RecvMode::Deadline(d) => {
+                            wait_socket(socket, pending, Some(d), Operation::Receive)?
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -646,7 +650,7 @@ impl Flow {
                     let pending = self.due();
                     let slice = Instant::now() + RETRY_SLICE;
                     let until = Some(until.map_or(slice, |u| u.min(slice)));
-                    match wait_socket(socket, pending, until) {
+                    match wait_socket(socket, pending, until, Operation::Send) {
                         Ok(()) | Err(Error::Timeout { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -800,7 +804,7 @@ fn peek_control(socket: &RawSocket) -> Result<Head> {
         // End of file, or an empty packet: let `recv` tell (and take it).
         let mut fds = Vec::new();
         return match socket.recv(&mut [0u8; 1], &mut fds, RecvMode::NonBlocking) {
-            Err(e @ Error::Disconnected { .. }) => Err(e),
+            Err(Error::Disconnected { .. }) => Err(socket.disconnected(Operation::Send)),
             _ => Ok(Head::Message),
         };
     }
@@ -822,7 +826,7 @@ fn peek_control(socket: &RawSocket) -> Result<Head> {
             }
         }
         Err(Error::WouldBlock) => Ok(Head::Empty),
-        Err(e @ Error::Disconnected { .. }) => Err(e),
+        Err(Error::Disconnected { .. }) => Err(socket.disconnected(Operation::Send)),
         // Truncated (a control packet with more bytes or fds than allowed): dropped.
         Err(Error::Truncated { .. }) => Ok(Head::Empty),
         Err(e) => Err(e),
@@ -831,7 +835,12 @@ fn peek_control(socket: &RawSocket) -> Result<Head> {
 
 /// Waits until the socket is readable (or writable too, when `pending` control packets
 /// wait for room), or `until`.
-fn wait_socket(socket: &RawSocket, pending: bool, until: Option<Instant>) -> Result<()> {
+fn wait_socket(
+    socket: &RawSocket,
+    pending: bool,
+    until: Option<Instant>,
+    op: Operation,
+) -> Result<()> {
     let mut events = PollFlags::POLLIN;
     if pending {
         events |= PollFlags::POLLOUT;
@@ -842,7 +851,7 @@ fn wait_socket(socket: &RawSocket, pending: bool, until: Option<Instant>) -> Res
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    op: Operation::Send,
+                    op,
                     fd: Some(socket.as_raw_fd()),
                 });
             }
