@@ -323,6 +323,7 @@ fn receiver_sent_in_a_message_resets_the_senders_count() {
 
 // --- async ------------------------------------------------------------------------------
 
+#[cfg(feature = "tokio")]
 #[test]
 fn async_send_awaits_credit() {
     let rt = tokio::runtime::Builder::new_current_thread()
