@@ -49,7 +49,7 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`](crate::Error::Timeout { .. }) when no admitted peer came in time;
+    /// [`Error::Timeout`](crate::Error::Timeout) when no admitted peer came in time;
     /// otherwise as [`accept`](Self::accept).
     pub fn accept_timeout<Tx, Rx>(&self, timeout: Duration) -> Result<(Sender<Tx>, Receiver<Rx>)> {
         Ok(duplex(self.accept_raw_timeout(timeout)?.0))

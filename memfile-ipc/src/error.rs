@@ -234,8 +234,8 @@ impl Error {
     }
 
     /// The socket (connection) or other fd the error is about, where the error names one:
-    /// the fd of an [`Io`](Error::Io), [`Disconnected`](Error::Disconnected { .. }),
-    /// [`Timeout`](Error::Timeout { .. }), [`Truncated`](Error::Truncated),
+    /// the fd of an [`Io`](Error::Io), [`Disconnected`](Error::Disconnected),
+    /// [`Timeout`](Error::Timeout), [`Truncated`](Error::Truncated),
     /// [`Protocol`](Error::Protocol), [`Codec`](Error::Codec),
     /// [`VersionMismatch`](Error::VersionMismatch) or [`TypeMismatch`](Error::TypeMismatch).
     ///
