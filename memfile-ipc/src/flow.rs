@@ -559,7 +559,9 @@ impl Flow {
                 Ok(n) if wire::is_control(&buf[..n]) => {
                     let applied = wire::parse_control_header(&buf[..n], fds.len())
                         .and_then(|()| parse_control(&buf[HEADER_LEN..n]));
-                    fds.clear();
+                    // A peer's fd on a control packet may block in `close` (a lingering TCP
+                    // socket): closed where that cannot stall this call.
+                    crate::closer::close(fds.drain(..));
                     match applied {
                         Ok((flags, consumed, window)) => {
                             s.apply(flags, consumed, window);
@@ -816,7 +818,8 @@ fn peek_control(socket: &RawSocket) -> Result<Head> {
     match socket.recv(&mut packet, &mut fds, RecvMode::NonBlocking) {
         Ok(n) => {
             let fd_count = fds.len();
-            drop(fds);
+            // Closed where a blocking `close` cannot stall the sender (see `closer`).
+            crate::closer::close(fds);
             match wire::parse_control_header(&packet[..n], fd_count)
                 .and_then(|()| parse_control(&packet[HEADER_LEN..n]))
             {
