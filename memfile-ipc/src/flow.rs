@@ -56,6 +56,9 @@ const C_RESET: u32 = 2;
 /// Control flag: a sender asks for a credit.
 const C_PROBE: u32 = 4;
 const C_KNOWN: u32 = C_WINDOW | C_RESET | C_PROBE;
+/// The most messages our sender keeps in flight, whatever window the peer announces (its
+/// queue of costs is 8 bytes per message in flight).
+const MAX_PEER_MESSAGES: u32 = 1 << 16;
 
 /// How long a waiting sender sleeps at most before it tries again to send a probe that
 /// did not fit into a full socket (the socket gives no event for "room for my probe" while
@@ -335,10 +338,14 @@ impl State {
             self.in_flight_bytes = 0;
         }
         if flags & C_WINDOW != 0 {
-            self.peer_window = (!window.is_unbounded()).then_some(window);
+            // Capped: the queue of costs holds one entry per message in flight, so a peer
+            // announcing `u32::MAX` and never crediting would make it grow with every
+            // message sent.
+            self.peer_window = (!window.is_unbounded())
+                .then(|| Window::new(window.messages.min(MAX_PEER_MESSAGES), window.bytes));
             // The queue of costs never holds more than the window's messages: allocate it
-            // once here, not while sending (bounded by a sane maximum against a peer's claim).
-            let room = window.messages.min(1 << 16) as usize;
+            // once here, not while sending.
+            let room = window.messages.min(MAX_PEER_MESSAGES) as usize;
             self.costs.reserve(room.saturating_sub(self.costs.len()));
         }
         for _ in 0..consumed {
