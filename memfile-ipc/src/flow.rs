@@ -59,6 +59,10 @@ const C_KNOWN: u32 = C_WINDOW | C_RESET | C_PROBE;
 /// The most messages our sender keeps in flight, whatever window the peer announces (its
 /// queue of costs is 8 bytes per message in flight).
 const MAX_PEER_MESSAGES: u32 = 1 << 16;
+/// Control packets a blocking send attempt or a deadline receive reads in a row before it
+/// looks at its clock again: a peer that keeps the socket full of them cannot keep
+/// `send_timeout`, `try_send` or `recv_timeout` from returning.
+const CONTROL_RUN: usize = 64;
 
 /// How long a waiting sender sleeps at most before it tries again to send a probe that
 /// did not fit into a full socket (the socket gives no event for "room for my probe" while
@@ -291,6 +295,8 @@ enum Short {
     /// Someone else must act first (the head packet is a message, or another thread reads):
     /// wait for a change.
     Others,
+    /// Control packets keep coming: look at the clock, then try again at once.
+    Busy,
 }
 
 impl State {
@@ -529,6 +535,7 @@ impl Flow {
             let mut s = self.lock();
             s.unreported = s.unreported.saturating_add(std::mem::take(&mut s.held));
         }
+        let mut controls = 0usize;
         loop {
             let pending = self.flush(socket);
             let deadline = match mode {
@@ -573,6 +580,15 @@ impl Flow {
                         Ok((flags, consumed, window)) => {
                             s.apply(flags, consumed, window);
                             s.wake(&self.changed);
+                            controls += 1;
+                            if controls % CONTROL_RUN == 0
+                                && deadline.is_some_and(|d| Instant::now() >= d)
+                            {
+                                return Err(Error::Timeout {
+                                    op: Operation::Receive,
+                                    fd: Some(socket.as_raw_fd()),
+                                });
+                            }
                         }
                         // A malformed control packet is an error for this call, like any
                         // other bad packet.
@@ -635,7 +651,7 @@ impl Flow {
         wait: Wait,
     ) -> Result<Reserved<'a>> {
         loop {
-            let short = match self.try_acquire(socket, cost, None)? {
+            let short = match self.try_acquire(socket, cost, None, Some(CONTROL_RUN))? {
                 Ok(r) => return Ok(r),
                 Err(short) => short,
             };
@@ -653,6 +669,7 @@ impl Flow {
                 }
             };
             match short {
+                Short::Busy => {}
                 Short::Empty => {
                     // In slices: a receiver thread of this connection may read the credit
                     // first (it wakes the condition variable, not this poll).
@@ -677,19 +694,27 @@ impl Flow {
     /// for a change when the attempt fails.
     ///
     /// The outer `Result` is an error to report; the inner one says why nothing was
-    /// reserved.
+    /// reserved. `max_controls`: give up (as [`Short::Empty`], or unbounded before any
+    /// announcement) after reading that many control packets, so that the caller looks at
+    /// its clock (the async sender passes `None`: it must not wait for an edge that a
+    /// queued packet will not raise).
     fn try_acquire<'a>(
         &self,
         socket: &'a RawSocket,
         cost: u64,
         waker: Option<&Waker>,
+        max_controls: Option<usize>,
     ) -> Result<std::result::Result<Reserved<'a>, Short>> {
+        let mut controls = 0usize;
         loop {
             let mut s = self.lock();
             // A sender that has not heard of a window yet looks for an announcement first
             // (one non-blocking peek per send until it comes; never after a hand-off).
             let look = s.peer_window.is_none() && !s.handed_off && s.reader == Reader::None;
-            if s.fits(cost) && !look {
+            // A peer keeps the socket full of control packets: the caller looks at its clock
+            // (and tries again at once if it may still wait); unbounded if none announced.
+            let capped = max_controls.is_some_and(|m| controls >= m);
+            if s.fits(cost) && (!look || capped) {
                 if s.bounded().is_none() {
                     return Ok(Ok(Reserved { socket, cost: None }));
                 }
@@ -703,6 +728,9 @@ impl Flow {
                     cost: Some(cost),
                 }));
             }
+            if capped {
+                return Ok(Err(Short::Busy));
+            }
             if look {
                 s.reader = Reader::Short;
                 drop(s);
@@ -713,6 +741,7 @@ impl Flow {
                 match head {
                     Ok(Head::Control(flags, consumed, window)) => {
                         s.apply(flags, consumed, window);
+                        controls += 1;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -742,6 +771,7 @@ impl Flow {
                 Ok(Head::Control(flags, consumed, window)) => {
                     s.apply(flags, consumed, window);
                     s.wake(&self.changed);
+                    controls += 1;
                     continue;
                 }
                 Ok(Head::Empty) => {
@@ -776,9 +806,9 @@ impl Flow {
         cost: u64,
         waker: &Waker,
     ) -> Result<std::result::Result<Reserved<'a>, bool>> {
-        Ok(match self.try_acquire(socket, cost, Some(waker))? {
+        Ok(match self.try_acquire(socket, cost, Some(waker), None)? {
             Ok(r) => Ok(r),
-            Err(Short::Empty) => Err(true),
+            Err(Short::Empty | Short::Busy) => Err(true),
             Err(Short::Others) => Err(false),
         })
     }

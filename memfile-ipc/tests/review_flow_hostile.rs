@@ -21,6 +21,9 @@ use nix::sys::socket::{setsockopt, sockopt};
 /// What each call must take at most (its own timeout is far shorter).
 const PROMPT: Duration = Duration::from_secs(2);
 
+/// The flood: probes (each one makes the victim answer with a credit).
+const FLOOD_FLAGS: u32 = 4;
+
 /// A control packet: v2 header with flag 0x0002, then the 24-byte payload.
 fn control(flags: u32, consumed: u32, messages: u32, bytes: u64, fd_count: u32) -> Vec<u8> {
     let mut p = b"MFIP".to_vec();
@@ -138,7 +141,7 @@ fn flooders(a: &Arc<RawSocket>, stop: &Arc<AtomicBool>) -> Vec<std::thread::Join
             let a = a.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let p = control(0, 0, 0, 0, 0);
+                let p = control(FLOOD_FLAGS, 0, 0, 0, 0);
                 while !stop.load(Ordering::Relaxed) {
                     match a.try_send(&[IoSlice::new(&p)], &[]) {
                         Ok(()) | Err(Error::WouldBlock) => {}
