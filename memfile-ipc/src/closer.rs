@@ -8,8 +8,10 @@
 //! does not hand to the application is closed through [`close`]:
 //!
 //! - an fd that provably closes at once is closed right here: a tmpfs/hugetlbfs file
-//!   (`F_GET_SEALS` answers: every memfd), a pipe or FIFO (`F_GETPIPE_SZ` answers), an
-//!   `AF_UNIX` socket (`SO_DOMAIN`). These three questions never block, whatever the fd is;
+//!   (`F_GET_SEALS` answers: every memfd), a pipe or FIFO (`F_GETPIPE_SZ` answers). These
+//!   two questions never block, whatever the fd is. Not an `AF_UNIX` socket: closing the
+//!   last reference to one drops the fds in flight in its queue, and a lingering TCP socket
+//!   among them blocks the closing thread;
 //! - any other fd goes to a dedicated closer thread (`memfile-ipc-closer`), through a queue
 //!   of [`QUEUE_BATCHES`] batches (one batch per packet, at most 253 fds).
 //!
@@ -105,29 +107,16 @@ fn close_batch(batch: Vec<OwnedFd>) {
 fn closes_at_once(fd: BorrowedFd<'_>) -> bool {
     let raw = fd.as_raw_fd();
     // Written against `libc`: nix 0.32 has no `F_GETPIPE_SZ` getter that takes a borrowed
-    // fd without converting errors we only compare, and no `SO_DOMAIN` option at all.
+    // fd without converting errors we only compare.
     // SAFETY: `fcntl(F_GET_SEALS)` takes no argument and only reads the file's seals.
     if unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } >= 0 {
         return true;
     }
+    // Not an `AF_UNIX` socket: releasing the last reference to one drops the fds queued
+    // in flight on it, and the last close of one of those (a lingering TCP socket) runs
+    // on this thread before `close` returns.
     // SAFETY: `fcntl(F_GETPIPE_SZ)` takes no argument and only reads the pipe's size.
-    if unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) } >= 0 {
-        return true;
-    }
-    let mut domain: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `domain` and `len` are live locals; the kernel writes at most `len` (the size
-    // of `domain`) bytes into `domain` and the written size into `len`.
-    let r = unsafe {
-        libc::getsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&raw mut domain).cast(),
-            &mut len,
-        )
-    };
-    r == 0 && domain == libc::AF_UNIX
+    unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) >= 0 }
 }
 
 /// Closes fds that a peer chose, without blocking the caller on any of them (see the module

@@ -18,7 +18,8 @@
 //!
 //! A type the tracer cannot describe (a `Deserialize` impl that calls `deserialize_any` or
 //! rejects the sample values, a recursive type without a finite value, two different
-//! containers with the same serde name, a type too large to trace) gets fingerprint 0:
+//! containers with the same serde name, a type too large to trace, an impl that panics on
+//! a sample value) gets fingerprint 0:
 //! "not checked". Both
 //! sides compute the same thing from the same definitions, so this never produces a false
 //! mismatch; it only turns the check off for that type.
@@ -82,8 +83,15 @@ pub(crate) fn of<T: Deserialize<'static>>() -> u32 {
     if let Some(&fp) = lock(cache()).by_type.get(&id) {
         return fp;
     }
-    // Traced outside the lock: a `Deserialize` impl may itself use a channel.
-    let fp = shape::<T>().map_or(UNCHECKED, |text| hash(text.as_bytes()));
+    // Traced outside the lock: a `Deserialize` impl may itself use a channel. The tracer
+    // runs the impl on sample values no peer sent; one that panics on them (a
+    // `deserialize_with` that unwraps, say) leaves the type unchecked, rather than making
+    // every send and receive of valid messages panic.
+    let traced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(shape::<T>));
+    let fp = traced
+        .ok()
+        .flatten()
+        .map_or(UNCHECKED, |text| hash(text.as_bytes()));
     let mut cache = lock(cache());
     cache.by_type.insert(id, fp);
     if fp != UNCHECKED {

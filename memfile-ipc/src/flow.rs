@@ -56,6 +56,13 @@ const C_RESET: u32 = 2;
 /// Control flag: a sender asks for a credit.
 const C_PROBE: u32 = 4;
 const C_KNOWN: u32 = C_WINDOW | C_RESET | C_PROBE;
+/// The most messages our sender keeps in flight, whatever window the peer announces (its
+/// queue of costs is 8 bytes per message in flight).
+const MAX_PEER_MESSAGES: u32 = 1 << 16;
+/// Control packets a blocking send attempt or a deadline receive reads in a row before it
+/// looks at its clock again: a peer that keeps the socket full of them cannot keep
+/// `send_timeout`, `try_send` or `recv_timeout` from returning.
+const CONTROL_RUN: usize = 64;
 
 /// How long a waiting sender sleeps at most before it tries again to send a probe that
 /// did not fit into a full socket (the socket gives no event for "room for my probe" while
@@ -288,6 +295,8 @@ enum Short {
     /// Someone else must act first (the head packet is a message, or another thread reads):
     /// wait for a change.
     Others,
+    /// Control packets keep coming: look at the clock, then try again at once.
+    Busy,
 }
 
 impl State {
@@ -335,10 +344,14 @@ impl State {
             self.in_flight_bytes = 0;
         }
         if flags & C_WINDOW != 0 {
-            self.peer_window = (!window.is_unbounded()).then_some(window);
+            // Capped: the queue of costs holds one entry per message in flight, so a peer
+            // announcing `u32::MAX` and never crediting would make it grow with every
+            // message sent.
+            self.peer_window = (!window.is_unbounded())
+                .then(|| Window::new(window.messages.min(MAX_PEER_MESSAGES), window.bytes));
             // The queue of costs never holds more than the window's messages: allocate it
-            // once here, not while sending (bounded by a sane maximum against a peer's claim).
-            let room = window.messages.min(1 << 16) as usize;
+            // once here, not while sending.
+            let room = window.messages.min(MAX_PEER_MESSAGES) as usize;
             self.costs.reserve(room.saturating_sub(self.costs.len()));
         }
         for _ in 0..consumed {
@@ -522,6 +535,7 @@ impl Flow {
             let mut s = self.lock();
             s.unreported = s.unreported.saturating_add(std::mem::take(&mut s.held));
         }
+        let mut controls = 0usize;
         loop {
             let pending = self.flush(socket);
             let deadline = match mode {
@@ -559,11 +573,22 @@ impl Flow {
                 Ok(n) if wire::is_control(&buf[..n]) => {
                     let applied = wire::parse_control_header(&buf[..n], fds.len())
                         .and_then(|()| parse_control(&buf[HEADER_LEN..n]));
-                    fds.clear();
+                    // A peer's fd on a control packet may block in `close` (a lingering TCP
+                    // socket): closed where that cannot stall this call.
+                    crate::closer::close(fds.drain(..));
                     match applied {
                         Ok((flags, consumed, window)) => {
                             s.apply(flags, consumed, window);
                             s.wake(&self.changed);
+                            controls += 1;
+                            if controls % CONTROL_RUN == 0
+                                && deadline.is_some_and(|d| Instant::now() >= d)
+                            {
+                                return Err(Error::Timeout {
+                                    op: Operation::Receive,
+                                    fd: Some(socket.as_raw_fd()),
+                                });
+                            }
                         }
                         // A malformed control packet is an error for this call, like any
                         // other bad packet.
@@ -626,7 +651,7 @@ impl Flow {
         wait: Wait,
     ) -> Result<Reserved<'a>> {
         loop {
-            let short = match self.try_acquire(socket, cost, None)? {
+            let short = match self.try_acquire(socket, cost, None, Some(CONTROL_RUN))? {
                 Ok(r) => return Ok(r),
                 Err(short) => short,
             };
@@ -644,6 +669,7 @@ impl Flow {
                 }
             };
             match short {
+                Short::Busy => {}
                 Short::Empty => {
                     // In slices: a receiver thread of this connection may read the credit
                     // first (it wakes the condition variable, not this poll).
@@ -668,19 +694,27 @@ impl Flow {
     /// for a change when the attempt fails.
     ///
     /// The outer `Result` is an error to report; the inner one says why nothing was
-    /// reserved.
+    /// reserved. `max_controls`: give up (as [`Short::Empty`], or unbounded before any
+    /// announcement) after reading that many control packets, so that the caller looks at
+    /// its clock (the async sender passes `None`: it must not wait for an edge that a
+    /// queued packet will not raise).
     fn try_acquire<'a>(
         &self,
         socket: &'a RawSocket,
         cost: u64,
         waker: Option<&Waker>,
+        max_controls: Option<usize>,
     ) -> Result<std::result::Result<Reserved<'a>, Short>> {
+        let mut controls = 0usize;
         loop {
             let mut s = self.lock();
             // A sender that has not heard of a window yet looks for an announcement first
             // (one non-blocking peek per send until it comes; never after a hand-off).
             let look = s.peer_window.is_none() && !s.handed_off && s.reader == Reader::None;
-            if s.fits(cost) && !look {
+            // A peer keeps the socket full of control packets: the caller looks at its clock
+            // (and tries again at once if it may still wait); unbounded if none announced.
+            let capped = max_controls.is_some_and(|m| controls >= m);
+            if s.fits(cost) && (!look || capped) {
                 if s.bounded().is_none() {
                     return Ok(Ok(Reserved { socket, cost: None }));
                 }
@@ -694,6 +728,9 @@ impl Flow {
                     cost: Some(cost),
                 }));
             }
+            if capped {
+                return Ok(Err(Short::Busy));
+            }
             if look {
                 s.reader = Reader::Short;
                 drop(s);
@@ -704,6 +741,7 @@ impl Flow {
                 match head {
                     Ok(Head::Control(flags, consumed, window)) => {
                         s.apply(flags, consumed, window);
+                        controls += 1;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -733,6 +771,7 @@ impl Flow {
                 Ok(Head::Control(flags, consumed, window)) => {
                     s.apply(flags, consumed, window);
                     s.wake(&self.changed);
+                    controls += 1;
                     continue;
                 }
                 Ok(Head::Empty) => {
@@ -767,9 +806,9 @@ impl Flow {
         cost: u64,
         waker: &Waker,
     ) -> Result<std::result::Result<Reserved<'a>, bool>> {
-        Ok(match self.try_acquire(socket, cost, Some(waker))? {
+        Ok(match self.try_acquire(socket, cost, Some(waker), None)? {
             Ok(r) => Ok(r),
-            Err(Short::Empty) => Err(true),
+            Err(Short::Empty | Short::Busy) => Err(true),
             Err(Short::Others) => Err(false),
         })
     }
@@ -816,7 +855,8 @@ fn peek_control(socket: &RawSocket) -> Result<Head> {
     match socket.recv(&mut packet, &mut fds, RecvMode::NonBlocking) {
         Ok(n) => {
             let fd_count = fds.len();
-            drop(fds);
+            // Closed where a blocking `close` cannot stall the sender (see `closer`).
+            crate::closer::close(fds);
             match wire::parse_control_header(&packet[..n], fd_count)
                 .and_then(|()| parse_control(&packet[HEADER_LEN..n]))
             {
