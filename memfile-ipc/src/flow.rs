@@ -69,6 +69,13 @@ const CONTROL_RUN: usize = 64;
 /// another thread is the reader).
 const RETRY_SLICE: Duration = Duration::from_millis(50);
 
+/// How long a blocked sender lets a message of the peer sit unread at the head of its
+/// socket before it sends without credit. Credits queue behind the peer's messages, so a
+/// side whose application never receives would otherwise never see them (and its sender
+/// would wait for ever although the peer credited everything); past this grace the sender
+/// behaves as without flow control (the socket buffer still bounds it) until the head moves.
+const HEAD_OF_LINE_GRACE: Duration = Duration::from_millis(200);
+
 /// How much a receiver lets its peer have in flight: messages sent but not yet taken by the
 /// application, and their bytes (payload plus the `Frozen`/`MemFile` buffers they carry).
 ///
@@ -185,6 +192,9 @@ struct State {
     announce_due: Option<u32>,
     /// Messages taken off the socket and handed to the application, not yet counted.
     held: u32,
+    /// Since when a blocked sender has seen a message of the peer unread at the head of
+    /// the socket (reset when the head moves or budget is found).
+    stuck_since: Option<Instant>,
     /// Messages taken, not yet credited.
     unreported: u32,
     /// A probe was read: send a credit.
@@ -215,6 +225,7 @@ impl Default for Flow {
                 window: Window::default(),
                 announce_due: None,
                 held: 0,
+                stuck_since: None,
                 unreported: 0,
                 credit_due: false,
                 reader: Reader::None,
@@ -297,6 +308,10 @@ enum Short {
     Others,
     /// Control packets keep coming: look at the clock, then try again at once.
     Busy,
+    /// A message of the peer sits unread at the head of the socket, in front of any credit:
+    /// wait for a change, but at most until this instant (then send without credit, see
+    /// [`HEAD_OF_LINE_GRACE`]).
+    Stuck(Instant),
 }
 
 impl State {
@@ -685,6 +700,11 @@ impl Flow {
                     let s = self.lock();
                     drop(self.wait(s, until));
                 }
+                Short::Stuck(at) => {
+                    let s = self.lock();
+                    let until = Some(until.map_or(at, |u| u.min(at)));
+                    drop(self.wait(s, until));
+                }
             }
         }
     }
@@ -715,6 +735,7 @@ impl Flow {
             // (and tries again at once if it may still wait); unbounded if none announced.
             let capped = max_controls.is_some_and(|m| controls >= m);
             if s.fits(cost) && (!look || capped) {
+                s.stuck_since = None;
                 if s.bounded().is_none() {
                     return Ok(Ok(Reserved { socket, cost: None }));
                 }
@@ -769,12 +790,14 @@ impl Flow {
             s.reader = Reader::None;
             match head {
                 Ok(Head::Control(flags, consumed, window)) => {
+                    s.stuck_since = None;
                     s.apply(flags, consumed, window);
                     s.wake(&self.changed);
                     controls += 1;
                     continue;
                 }
                 Ok(Head::Empty) => {
+                    s.stuck_since = None;
                     if let Some(w) = waker {
                         s.wakers.push(w.clone());
                     }
@@ -782,10 +805,26 @@ impl Flow {
                     return Ok(Err(Short::Empty));
                 }
                 Ok(Head::Message) => {
+                    // Credits queue behind this message: if nobody takes it, send without
+                    // credit after a grace (blocking senders only: an async sender has no
+                    // timer here and waits for the receiver's wake-up).
+                    let now = Instant::now();
+                    let since = *s.stuck_since.get_or_insert(now);
+                    if waker.is_none() && now.duration_since(since) >= HEAD_OF_LINE_GRACE {
+                        s.costs.push_back(cost);
+                        s.in_flight_bytes = s.in_flight_bytes.saturating_add(cost);
+                        return Ok(Ok(Reserved {
+                            socket,
+                            cost: Some(cost),
+                        }));
+                    }
                     if let Some(w) = waker {
                         s.wakers.push(w.clone());
                     }
                     s.wake(&self.changed);
+                    if waker.is_none() {
+                        return Ok(Err(Short::Stuck(since + HEAD_OF_LINE_GRACE)));
+                    }
                     return Ok(Err(Short::Others));
                 }
                 Err(e) => {
@@ -809,7 +848,7 @@ impl Flow {
         Ok(match self.try_acquire(socket, cost, Some(waker), None)? {
             Ok(r) => Ok(r),
             Err(Short::Empty | Short::Busy) => Err(true),
-            Err(Short::Others) => Err(false),
+            Err(Short::Others | Short::Stuck(_)) => Err(false),
         })
     }
 }
