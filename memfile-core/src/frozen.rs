@@ -442,17 +442,17 @@ impl Frozen {
         // SAFETY: a `Frozen` exists only for a file with seals Write and Shrink whose size
         // was at least `len` after they were seen (`verify`, or sealed by this crate after
         // sizing it: `freeze_unmapped`).
-        let map =
-            unsafe { map::map_read_only(inner.fd.as_fd(), inner.len, map_len) }.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "fd {}: mapping a frozen memfd of {} bytes failed: {e}",
-                        inner.fd.as_raw_fd(),
-                        inner.len
-                    ),
-                )
-            })?;
+        let mapped = unsafe { map::map_read_only(inner.fd.as_fd(), inner.len, map_len) };
+        let map = mapped.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "fd {}: mapping a frozen memfd of {} bytes failed: {e}",
+                    inner.fd.as_raw_fd(),
+                    inner.len
+                ),
+            )
+        })?;
         // Threads racing here each map; one mapping is kept, the others are unmapped.
         let map = inner.map.get_or_init(|| map);
         Ok(map.as_deref().unwrap_or(&[]))
@@ -1213,9 +1213,9 @@ mod tests {
     fn busy_file() -> (MemFile, memmap2::MmapMut) {
         let file = MemFile::create_sealable("busy").unwrap();
         file.set_len(4096).unwrap();
+        let options = memmap2::MmapOptions::new().len(4096).clone();
         // SAFETY: a fresh memfd of this test; nobody else can resize it.
-        let mut map =
-            unsafe { memmap2::MmapOptions::new().len(4096).map_mut(&file.as_fd()) }.unwrap();
+        let mut map = unsafe { options.map_mut(&file.as_fd()) }.unwrap();
         map[0] = 7;
         (file, map)
     }

@@ -55,10 +55,11 @@ extern "C" fn after_fork_in_child() {
 /// `pthread_atfork` failing (`ENOMEM`); the error is kept and returned on every call.
 pub(crate) fn fork_generation() -> io::Result<u64> {
     static REGISTERED: OnceLock<i32> = OnceLock::new();
-    // SAFETY: `after_fork_in_child` is an `extern "C" fn()` that lives for the whole
-    // program and does nothing but an atomic add; no prepare or parent handler is given.
-    let rc = *REGISTERED
-        .get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) });
+    let rc = *REGISTERED.get_or_init(|| {
+        // SAFETY: `after_fork_in_child` is an `extern "C" fn()` that lives for the whole
+        // program and does only an atomic add; no prepare or parent handler is given.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) }
+    });
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
@@ -93,10 +94,10 @@ impl WritableMap {
     pub(crate) fn new(file: &MemFile, len: usize, owner: &'static str) -> io::Result<WritableMap> {
         // Registers the fork handler before the mapping exists, so no fork can be missed.
         let generation = fork_generation()?;
-        // SAFETY: the file is a memfd this crate just created and has not shared; nobody
-        // else can truncate or write it. Callers only hand the mapping out as `&mut [u8]`
-        // tied to their own borrow (after `check`), and share the fd only after sealing
-        // Shrink and (Future)Write.
+        // Callers only hand the mapping out as `&mut [u8]` tied to their own borrow (after
+        // `check`), and share the fd only after sealing Shrink and (Future)Write.
+        // SAFETY: a memfd this crate just created and has not shared: nobody else can
+        // truncate or write it.
         let map = unsafe { MmapOptions::new().len(len).map_mut(&file.as_fd())? };
         #[cfg(any(target_os = "linux", target_os = "android"))]
         map.advise(Advice::DontFork)?;

@@ -22,10 +22,10 @@ const WRONG_MESSAGE: i32 = 50;
 /// Forks; runs `child` in the child, which must return an exit code; returns that code, or
 /// fails the test if the child died of a signal.
 fn in_child(what: &str, child: impl FnOnce() -> i32) -> i32 {
-    // SAFETY: this binary runs one test, so the child is a copy of a process whose only
-    // other thread is the test harness's main thread, waiting on this one. The child runs
-    // `child` (no locks held by other threads can be needed) and leaves with `_exit`,
-    // running no destructor or atexit handler of the parent's state.
+    // This binary runs one test: the only other thread is the harness's main thread,
+    // waiting on this one, so the child needs no lock another thread holds.
+    // SAFETY: the child runs `child`, then leaves with `_exit` (no destructor or atexit
+    // handler of the parent's state runs).
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
         0 => {

@@ -60,9 +60,11 @@ use crate::error::{Error, Operation, Result};
 pub const MAX_FDS_PER_PACKET: usize = 253;
 
 /// Size of a control buffer that holds one `SCM_RIGHTS` message of `MAX_FDS_PER_PACKET` fds.
-// SAFETY: CMSG_SPACE is plain arithmetic on its argument; 253 * 4 fits in a c_uint.
-const CMSG_BUF_LEN: usize =
-    unsafe { libc::CMSG_SPACE((MAX_FDS_PER_PACKET * mem::size_of::<RawFd>()) as u32) } as usize;
+const CMSG_BUF_LEN: usize = {
+    let payload = (MAX_FDS_PER_PACKET * mem::size_of::<RawFd>()) as u32;
+    // SAFETY: CMSG_SPACE is plain arithmetic on its argument; 253 * 4 fits in a c_uint.
+    unsafe { libc::CMSG_SPACE(payload) as usize }
+};
 
 /// The control buffer, aligned like a `cmsghdr` (which holds a `size_t`): the kernel writes
 /// headers into it and `CMSG_FIRSTHDR`/`CMSG_NXTHDR` read them in place. It lives on the

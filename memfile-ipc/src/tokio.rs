@@ -105,10 +105,10 @@ fn register(socket: &Arc<RawSocket>) -> Result<Registration> {
     let fd = socket.as_raw_fd();
     current_runtime(OP, fd)?;
     let interest = Interest::READABLE | Interest::WRITABLE;
+    let watched = Watched::Socket(socket.clone());
     // SAFETY: the `Arc` inside `Watched` keeps the `RawSocket`, and so its fd, open for as
     // long as the `AsyncFd` lives, and a `RawSocket` never changes the fd it owns.
-    let first =
-        unsafe { AsyncFd::register_with_interest(Watched::Socket(socket.clone()), interest) };
+    let first = unsafe { AsyncFd::register_with_interest(watched, interest) };
     let error = match first {
         Ok(io) => return Ok(Arc::new(io)),
         Err(e) => e.into_parts().1,
