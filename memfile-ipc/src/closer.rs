@@ -39,11 +39,13 @@
 //! [`Receiver::recv_timeout`]: crate::Receiver::recv_timeout
 
 use std::cell::Cell;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, fcntl};
 
 /// Batches the closer thread's queue holds.
 pub(crate) const QUEUE_BATCHES: usize = 64;
@@ -105,18 +107,11 @@ fn close_batch(batch: Vec<OwnedFd>) {
 /// Whether closing `fd` cannot block (see the module docs). Each question answers at once
 /// for any fd: an error (`EINVAL`, `EBADF`, `ENOTSOCK`) means "not that kind".
 fn closes_at_once(fd: BorrowedFd<'_>) -> bool {
-    let raw = fd.as_raw_fd();
-    // Written against `libc`: nix 0.32 has no `F_GETPIPE_SZ` getter that takes a borrowed
-    // fd without converting errors we only compare.
-    // SAFETY: `fcntl(F_GET_SEALS)` takes no argument and only reads the file's seals.
-    if unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } >= 0 {
-        return true;
-    }
-    // Not an `AF_UNIX` socket: releasing the last reference to one drops the fds queued
-    // in flight on it, and the last close of one of those (a lingering TCP socket) runs
-    // on this thread before `close` returns.
-    // SAFETY: `fcntl(F_GETPIPE_SZ)` takes no argument and only reads the pipe's size.
-    unsafe { libc::fcntl(raw, libc::F_GETPIPE_SZ) >= 0 }
+    // A memfd (only shmem and hugetlbfs answer `F_GET_SEALS`) or a pipe. Not an `AF_UNIX`
+    // socket: releasing the last reference to one drops the fds queued in flight on it,
+    // and the last close of one of those (a lingering TCP socket) runs on this thread
+    // before `close` returns.
+    fcntl(fd, FcntlArg::F_GET_SEALS).is_ok() || fcntl(fd, FcntlArg::F_GETPIPE_SZ).is_ok()
 }
 
 /// Closes fds that a peer chose, without blocking the caller on any of them (see the module

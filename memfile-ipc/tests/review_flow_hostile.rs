@@ -6,9 +6,7 @@
 //! - a peer that floods control packets cannot keep `try_recv`, `recv_timeout`,
 //!   `try_send` or `send_timeout` from returning.
 
-use std::io::{ErrorKind, IoSlice, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -16,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use memfile_ipc::raw::RawSocket;
 use memfile_ipc::{Error, Receiver, Sender};
-use nix::sys::socket::{setsockopt, sockopt};
+
+mod util_linger;
+use util_linger::lingering;
 
 /// What each call must take at most (its own timeout is far shorter).
 const PROMPT: Duration = Duration::from_secs(2);
@@ -40,37 +40,6 @@ fn control(flags: u32, consumed: u32, messages: u32, bytes: u64, fd_count: u32) 
     p
 }
 
-/// A TCP socket whose last `close` lingers (SO_LINGER {1, 3600}, unsent data, a peer
-/// that does not read): returns the socket and the reader that unblocks it by draining.
-fn lingering() -> (OwnedFd, TcpStream, TcpListener) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    setsockopt(&listener, sockopt::RcvBuf, &4096).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (reader, _) = listener.accept().unwrap();
-    setsockopt(&client, sockopt::SndBuf, &4096).unwrap();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 3600,
-    };
-    setsockopt(&client, sockopt::Linger, &linger).unwrap();
-    client.set_nonblocking(true).unwrap();
-    loop {
-        match (&client).write(&[0x55u8; 4096]) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling the TCP socket: {e}"),
-        }
-    }
-    client.set_nonblocking(false).unwrap();
-    (client.into(), reader, listener)
-}
-
-fn drain(mut reader: TcpStream) {
-    use std::io::Read;
-    let mut buf = [0u8; 1 << 16];
-    while !matches!(reader.read(&mut buf), Ok(0) | Err(_)) {}
-}
-
 /// Sends a control packet carrying a lingering TCP socket, then runs `op` on a thread and
 /// asserts it returns within PROMPT.
 fn control_with_lingering_fd<R>(what: &str, fd_count: u32, op: R)
@@ -79,31 +48,15 @@ where
 {
     let (a, b) = RawSocket::pair().unwrap();
     let b = Arc::new(b);
-    let (victim, reader, _listener) = lingering();
+    let mut victim = lingering();
     a.send(
         &[IoSlice::new(&control(1, 0, 4, 1 << 20, fd_count))],
-        &[victim.as_fd()],
+        &[victim.fd()],
     )
     .unwrap();
-    drop(victim); // the receiver's copy is the last one now
-    let (done_tx, done_rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let start = Instant::now();
-        op(b);
-        done_tx.send(start.elapsed()).unwrap();
-    });
-    match done_rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(elapsed) => {
-            worker.join().unwrap();
-            drain(reader);
-            assert!(elapsed < PROMPT, "{what}: took {elapsed:?}");
-        }
-        Err(_) => {
-            drain(reader);
-            worker.join().unwrap();
-            panic!("{what}: blocked in close() of the fd attached to a control packet");
-        }
-    }
+    victim.close_ours(); // the receiver's copy is the last one now
+    let ((), elapsed) = victim.time(what, move || op(b));
+    assert!(elapsed < PROMPT, "{what}: took {elapsed:?}");
 }
 
 #[test]

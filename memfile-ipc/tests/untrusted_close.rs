@@ -5,78 +5,22 @@
 //! the tokio `recv` (whose runtime must keep running other tasks), and the fd count must
 //! return to its baseline once the TCP peer has read everything.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use memfile_core::Frozen;
 use memfile_ipc::raw::RawSocket;
 use memfile_ipc::{Error, Fd, Receiver};
-use nix::sys::socket::{setsockopt, sockopt};
 use serde::de::DeserializeOwned;
 
 mod util_wire;
 use util_wire::{inline, lock, open_fds, send};
 
+mod util_linger;
+use util_linger::lingering;
+
 /// What each receive must take at most.
 const PROMPT: Duration = Duration::from_secs(1);
-
-/// A connected TCP socket whose `close` blocks: linger on for an hour, its send buffer full,
-/// and its peer (`reader`) not reading.
-struct Lingering {
-    socket: OwnedFd,
-    reader: TcpStream,
-    _listener: TcpListener,
-}
-
-fn lingering() -> Lingering {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // Inherited by the accepted socket: a small window, so the sender's data stays queued.
-    setsockopt(&listener, sockopt::RcvBuf, &4096).unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (reader, _) = listener.accept().unwrap();
-    setsockopt(&client, sockopt::SndBuf, &4096).unwrap();
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 3600,
-    };
-    setsockopt(&client, sockopt::Linger, &linger).unwrap();
-    client.set_nonblocking(true).unwrap();
-    let chunk = [0x55u8; 4096];
-    let mut queued = 0usize;
-    loop {
-        match (&client).write(&chunk) {
-            Ok(n) => queued += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("filling the TCP socket: {e}"),
-        }
-    }
-    assert!(queued > 0);
-    client.set_nonblocking(false).unwrap();
-    Lingering {
-        socket: client.into(),
-        reader,
-        _listener: listener,
-    }
-}
-
-impl Lingering {
-    /// Reads everything until end-of-file: the lingering `close` then completes.
-    fn drain(&mut self) {
-        let mut buf = [0u8; 1 << 16];
-        loop {
-            match self.reader.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("draining: {e}"),
-            }
-        }
-    }
-}
 
 /// Waits (bounded) for the fd count to come back to `baseline`: the closer thread closes the
 /// lingering socket only once its data has left.
@@ -124,32 +68,16 @@ where
             p
         }
     };
-    send(&a, &packet, &[victim.socket.as_fd()]);
+    send(&a, &packet, &[victim.fd()]);
     // From now on the receiver's copy is the last one: closing it lingers.
-    drop(std::mem::replace(
-        &mut victim.socket,
-        std::fs::File::open("/dev/null").unwrap().into(),
-    ));
-    let (done_tx, done_rx) = mpsc::channel();
-    let receiver = std::thread::spawn(move || {
-        let start = Instant::now();
-        let result = receive(rx);
-        let elapsed = start.elapsed();
-        done_tx.send(()).unwrap();
-        (result.map(|_| ()), elapsed)
-    });
-    if done_rx.recv_timeout(Duration::from_secs(20)).is_err() {
-        victim.drain(); // unblocks it
-        let (_, elapsed) = receiver.join().unwrap();
-        panic!("{attack:?}: the receive blocked for {elapsed:?} on closing the peer's fd");
-    }
-    let (result, elapsed) = receiver.join().unwrap();
+    victim.close_ours();
+    let what = format!("{attack:?}");
+    let (result, elapsed) = victim.time(&what, move || receive(rx).map(|_| ()));
     assert!(result.is_err(), "{attack:?}: the packet was accepted");
     assert!(
         elapsed < PROMPT,
         "{attack:?}: the receive took {elapsed:?} ({result:?})"
     );
-    victim.drain();
     drop(victim);
     drop(a);
     assert_back_to(baseline);
