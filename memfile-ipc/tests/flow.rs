@@ -12,6 +12,9 @@ use memfile_core::Frozen;
 use memfile_ipc::raw::{RawSocket, RecvMode};
 use memfile_ipc::{ChildProcess, Error, Fd, Receiver, Sender, Window, channel, from_parent, spawn};
 
+mod util_wire;
+use util_wire::control;
+
 const ROLE: &str = "MEMFILE_IPC_FLOW_CHILD";
 const LONG: Duration = Duration::from_secs(60);
 
@@ -213,29 +216,13 @@ fn duplex_alternating_batches_within_the_window() {
 
 // --- hostile peers ------------------------------------------------------------------------
 
-fn control(flags: u32, consumed: u32, messages: u32, bytes: u64) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(b"MFIP");
-    p.extend_from_slice(&1u16.to_le_bytes()); // this branch writes against version 1
-    p.extend_from_slice(&2u16.to_le_bytes()); // flag CONTROL
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&24u64.to_le_bytes());
-    p.extend_from_slice(&flags.to_le_bytes());
-    p.extend_from_slice(&consumed.to_le_bytes());
-    p.extend_from_slice(&messages.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&bytes.to_le_bytes());
-    p
-}
-
 /// A receiver that announces a window and never credits: the sender's wait is bounded by
 /// its timeout, try_send reports Full, and nothing else breaks.
 #[test]
 fn hostile_receiver_withholding_credit() {
     let (a, peer) = RawSocket::pair().unwrap();
     let tx = Sender::<u32>::from_raw(Arc::new(a));
-    peer.send(&[IoSlice::new(&control(1, 0, 2, 1 << 20))], &[])
+    peer.send(&[IoSlice::new(&control(1, 0, 2, 1 << 20, 0))], &[])
         .unwrap();
     tx.send(&1).unwrap();
     tx.send(&2).unwrap();
@@ -246,18 +233,18 @@ fn hostile_receiver_withholding_credit() {
     ));
     // Malformed control packets (unknown flag, wrong length, carrying an fd) are dropped
     // and change nothing.
-    let mut unknown = control(1 | 64, 10, 100, 1 << 20);
+    let mut unknown = control(1 | 64, 10, 100, 1 << 20, 0);
     peer.send(&[IoSlice::new(&unknown)], &[]).unwrap();
     unknown.truncate(40);
     unknown[16] = 16;
     peer.send(&[IoSlice::new(&unknown)], &[]).unwrap();
-    let good_but_fd = control(0, 2, 0, 0);
+    let good_but_fd = control(0, 2, 0, 0, 0);
     let file = std::fs::File::open("/dev/null").unwrap();
     peer.send(&[IoSlice::new(&good_but_fd)], &[file.as_fd()])
         .unwrap();
     assert!(matches!(tx.try_send(&3), Err(Error::Full)));
     // A proper credit lets it go on.
-    peer.send(&[IoSlice::new(&control(0, 1, 0, 0))], &[])
+    peer.send(&[IoSlice::new(&control(0, 1, 0, 0, 0))], &[])
         .unwrap();
     tx.send_timeout(&3, LONG).unwrap();
     // The peer saw the three messages and the probes, nothing else.

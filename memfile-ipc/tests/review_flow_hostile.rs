@@ -18,27 +18,14 @@ use memfile_ipc::{Error, Receiver, Sender};
 mod util_linger;
 use util_linger::lingering;
 
+mod util_wire;
+use util_wire::control;
+
 /// What each call must take at most (its own timeout is far shorter).
 const PROMPT: Duration = Duration::from_secs(2);
 
 /// The flood: probes (each one makes the victim answer with a credit).
 const FLOOD_FLAGS: u32 = 4;
-
-/// A control packet: v2 header with flag 0x0002, then the 24-byte payload.
-fn control(flags: u32, consumed: u32, messages: u32, bytes: u64, fd_count: u32) -> Vec<u8> {
-    let mut p = b"MFIP".to_vec();
-    p.extend_from_slice(&2u16.to_le_bytes());
-    p.extend_from_slice(&2u16.to_le_bytes());
-    p.extend_from_slice(&fd_count.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&24u64.to_le_bytes());
-    p.extend_from_slice(&flags.to_le_bytes());
-    p.extend_from_slice(&consumed.to_le_bytes());
-    p.extend_from_slice(&messages.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&bytes.to_le_bytes());
-    p
-}
 
 /// Sends a control packet carrying a lingering TCP socket, then runs `op` on a thread and
 /// asserts it returns within PROMPT.

@@ -8,27 +8,15 @@ use std::sync::Arc;
 use memfile_ipc::raw::{RawSocket, RecvMode};
 use memfile_ipc::{Error, Sender};
 
-fn control(flags: u32, consumed: u32, messages: u32, bytes: u64) -> Vec<u8> {
-    let mut p = b"MFIP".to_vec();
-    p.extend_from_slice(&2u16.to_le_bytes());
-    p.extend_from_slice(&2u16.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&24u64.to_le_bytes());
-    p.extend_from_slice(&flags.to_le_bytes());
-    p.extend_from_slice(&consumed.to_le_bytes());
-    p.extend_from_slice(&messages.to_le_bytes());
-    p.extend_from_slice(&0u32.to_le_bytes());
-    p.extend_from_slice(&bytes.to_le_bytes());
-    p
-}
+mod util_wire;
+use util_wire::control;
 
 #[test]
 fn huge_announced_window_keeps_in_flight_bounded() {
     let (a, b) = RawSocket::pair().unwrap();
     let a = Arc::new(a);
     // WINDOW | RESET: u32::MAX messages, u64::MAX bytes; never a credit.
-    a.send(&[IoSlice::new(&control(3, 0, u32::MAX, u64::MAX))], &[])
+    a.send(&[IoSlice::new(&control(3, 0, u32::MAX, u64::MAX, 0))], &[])
         .unwrap();
     let reader = {
         let a = a.clone();

@@ -36,6 +36,22 @@ pub fn header(version: u16, flags: u16, fd_count: u32, reserved: u32, len: u64) 
     h
 }
 
+/// The header's control flag (protocol version 2: flow-control packets).
+pub const FLAG_CONTROL: u16 = 2;
+
+/// A version-2 control packet (docs/protocol.md, "Flow control (v2)") announcing
+/// `fd_count` fds: the header, then `flags`, `consumed`, the window's messages, a reserved
+/// zero and the window's bytes.
+pub fn control(flags: u32, consumed: u32, messages: u32, bytes: u64, fd_count: u32) -> Vec<u8> {
+    let mut p = header(2, FLAG_CONTROL, fd_count, 0, 24);
+    p.extend_from_slice(&flags.to_le_bytes());
+    p.extend_from_slice(&consumed.to_le_bytes());
+    p.extend_from_slice(&messages.to_le_bytes());
+    p.extend_from_slice(&0u32.to_le_bytes());
+    p.extend_from_slice(&bytes.to_le_bytes());
+    p
+}
+
 /// A well-formed inline packet around `payload`.
 pub fn inline(payload: &[u8], fd_count: u32) -> Vec<u8> {
     let mut p = header(1, 0, fd_count, 0, payload.len() as u64);
