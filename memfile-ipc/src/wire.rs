@@ -117,10 +117,16 @@ impl Header {
             });
         }
         let flags = u16::from_le_bytes([packet[6], packet[7]]);
-        if flags & !KNOWN_FLAGS != 0 {
+        // Control packets are a version-2 addition: version 1 knows only the spill flag.
+        let known = if version == 1 {
+            FLAG_SPILLED
+        } else {
+            KNOWN_FLAGS
+        };
+        if flags & !known != 0 {
             return proto(format!(
-                "unknown flags {:#06x} (this version knows {KNOWN_FLAGS:#06x})",
-                flags & !KNOWN_FLAGS
+                "unknown flags {:#06x} (version {version} knows {known:#06x})",
+                flags & !known
             ));
         }
         let spilled = flags & FLAG_SPILLED != 0;
@@ -224,6 +230,15 @@ mod tests {
         assert!(matches!(bad(&|b| b[6] = 4, 1), Error::Protocol { .. }));
         // Version 1: bytes 12..16 are reserved and must be zero.
         assert!(matches!(bad(&|b| b[4] = 1, 1), Error::Protocol { .. }));
+        // Version 1 has no control packets: the same empty control header that version 2
+        // accepts is refused as an unknown flag.
+        let mut control = control_header(0);
+        assert!(Header::parse(&control, 0).is_ok());
+        control[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert!(matches!(
+            Header::parse(&control, 0),
+            Err(Error::Protocol { detail, .. }) if detail.contains("unknown flags 0x0002")
+        ));
         assert!(matches!(bad(&|b| b[16] = 1, 1), Error::Protocol { .. }));
         assert!(matches!(
             Header::parse(&good[..10], 1),
