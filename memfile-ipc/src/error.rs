@@ -172,6 +172,15 @@ pub enum Error {
         /// The socket (connection) the packet arrived on.
         fd: Option<RawFd>,
     },
+    /// A stream frame is longer than the pool's slots
+    /// ([`StreamProducer::loan`](crate::stream::StreamProducer::loan), [`SlotMut::set_len`](crate::stream::SlotMut::set_len)).
+    /// Nothing was loaned or changed.
+    FrameTooLarge {
+        /// The frame's length.
+        len: u64,
+        /// The pool's slot length, the largest frame.
+        slot_len: u64,
+    },
     /// The peer sent a message of another type than this receiver's: the packet's
     /// message-type fingerprint (see `docs/protocol.md`) differs from the receiver's. The
     /// packet and its fds were dropped; the receiver stays usable.
@@ -207,6 +216,9 @@ pub enum Operation {
     Receive,
     /// Accepting a connection.
     Accept,
+    /// Waiting for a free slot of a stream's pool
+    /// ([`StreamProducer::loan_timeout`](crate::stream::StreamProducer::loan_timeout)).
+    Loan,
 }
 
 impl fmt::Display for Operation {
@@ -215,6 +227,7 @@ impl fmt::Display for Operation {
             Operation::Send => "send",
             Operation::Receive => "receive",
             Operation::Accept => "accept",
+            Operation::Loan => "loan of a stream slot",
         })
     }
 }
@@ -324,6 +337,10 @@ impl fmt::Display for Error {
                     (true, false) => "bytes lost",
                     _ => "fds lost",
                 }
+            ),
+            Error::FrameTooLarge { len, slot_len } => write!(
+                f,
+                "a stream frame of {len} bytes does not fit the pool's slots of {slot_len} bytes"
             ),
             Error::TooManyFds { count, max } => {
                 write!(f, "{count} fds in one packet, at most {max} allowed")

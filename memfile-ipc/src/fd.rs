@@ -12,7 +12,8 @@
 //!   repeated fd use `Option<Fd<T>>`, `Vec<Fd<T>>`.
 //!
 //! `T` is any [`FdKind`]: [`Frozen`] (verified sealed and mapped before the message
-//! exists), [`MemFile`], [`OwnedFd`] (anything at all) and [`RawSocket`]. [`Sender`] and
+//! exists), [`LiveView`] (an owner-writable memfd, verified and mapped the same way, read by
+//! copy), [`MemFile`], [`OwnedFd`] (anything at all) and [`RawSocket`]. [`Sender`] and
 //! [`Receiver`] are serializable directly, without either of the above (reply channels).
 //!
 //! While a [`Sender`] encodes a message, a thread-local table collects the fds of these
@@ -52,7 +53,7 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use memfile_core::{Frozen, MemFile};
+use memfile_core::{Frozen, LiveView, MemFile};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::raw::RawSocket;
@@ -351,8 +352,8 @@ mod private {
     pub trait Sealed {}
 }
 
-/// A type that travels as an fd inside a message: [`Frozen`], [`MemFile`], [`OwnedFd`],
-/// [`RawSocket`]. Use it through [`Fd<T>`] or `#[serde(with = "memfile::ipc::fd")]`.
+/// A type that travels as an fd inside a message: [`Frozen`], [`LiveView`], [`MemFile`],
+/// [`OwnedFd`], [`RawSocket`]. Use it through [`Fd<T>`] or `#[serde(with = "memfile::ipc::fd")]`.
 ///
 /// Sealed: the checks a received fd must pass are part of each kind's contract.
 pub trait FdKind: Sized + private::Sealed {
@@ -422,6 +423,47 @@ impl FdKind for Frozen {
         .map_err(|e| Error::bad_buffer(index, e))?;
         *budget = budget.saturating_sub(frozen.len() as u64);
         Ok(frozen)
+    }
+
+    fn carried_bytes(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl private::Sealed for LiveView {}
+/// Received: verified with [`LiveView::from_fd_fully_allocated`] (seals ⊇ `Shrink` and one of
+/// `FutureWrite`, `Write`; no hole below the end; mapped read-only and shared) against the
+/// message's remaining mapped-bytes budget; with
+/// [`Limits::allow_sparse_buffers`](crate::Limits::allow_sparse_buffers), with
+/// [`LiveView::from_fd_with_max_len`] (holes allowed). The bytes may still change (their
+/// one writer is the sender's [`LiveWriter`](memfile_core::LiveWriter)): read by copy.
+impl FdKind for LiveView {
+    const EXPECTED: &'static str = "a memfd sealed against resizing and foreign writes (seals Shrink and FutureWrite or Write)";
+    const SHAPE: &'static str = "\0memfile_ipc::fd::live";
+
+    fn placeholder() -> Result<Self> {
+        let writer = memfile_core::LiveWriter::new("memfile-ipc type trace", 1)
+            .map_err(|e| Error::io("creating a placeholder memfd", None, e))?;
+        let fd = writer
+            .try_clone_fd()
+            .map_err(|e| Error::io("duplicating a placeholder memfd", None, e))?;
+        LiveView::from_fd(fd).map_err(|e| Error::bad_buffer(0, e))
+    }
+
+    /// A duplicate of the fd.
+    fn keep_open(&self) -> Result<KeepOpen> {
+        KeepOpen::dup(self.as_fd())
+    }
+
+    fn from_received(fd: OwnedFd, index: usize, budget: &mut u64) -> Result<Self> {
+        let view = if sparse_allowed() {
+            LiveView::from_fd_with_max_len(fd, *budget)
+        } else {
+            LiveView::from_fd_fully_allocated(fd, *budget)
+        }
+        .map_err(|e| Error::bad_buffer(index, e))?;
+        *budget = budget.saturating_sub(view.len() as u64);
+        Ok(view)
     }
 
     fn carried_bytes(&self) -> u64 {

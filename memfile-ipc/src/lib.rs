@@ -124,6 +124,7 @@ mod flow;
 pub mod select;
 pub use flow::{InFlight, Window};
 mod publisher;
+pub mod stream;
 pub use fd::Fd;
 pub use fingerprint::{message_fingerprint, message_shape};
 pub use limits::Limits;

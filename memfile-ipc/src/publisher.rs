@@ -26,7 +26,7 @@ pub enum FullPolicy {
 
 /// Identifies a subscriber of a [`Publisher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriberId(u64);
+pub struct SubscriberId(pub(crate) u64);
 
 /// What one [`Publisher::publish`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
