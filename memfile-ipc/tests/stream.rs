@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use memfile_ipc::stream::{InPlace, StreamProducer, StreamReceiver, ToConsumer, ToProducer};
 use memfile_ipc::{Error, FullPolicy, Operation, channel};
 
-fn pair<M>() -> (
-    (
-        memfile_ipc::Sender<ToConsumer<M>>,
-        memfile_ipc::Receiver<ToProducer>,
-    ),
-    StreamReceiver<M>,
-) {
+/// The producer's ends of one consumer's connection.
+type ProducerEnds<M> = (
+    memfile_ipc::Sender<ToConsumer<M>>,
+    memfile_ipc::Receiver<ToProducer>,
+);
+
+fn pair<M>() -> (ProducerEnds<M>, StreamReceiver<M>) {
     let (to_consumer, from_producer) = channel().unwrap();
     let (to_producer, from_consumer) = channel().unwrap();
     (

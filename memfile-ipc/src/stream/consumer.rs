@@ -316,10 +316,6 @@ impl<M, R: ReadMode> StreamReceiver<M, R> {
     pub(crate) fn has_pending(&self) -> bool {
         self.shared.has_pending()
     }
-
-    pub(crate) fn rx(&self) -> &Receiver<ToConsumer<M>> {
-        &self.rx
-    }
 }
 
 impl<M: DeserializeOwned, R: ReadMode> StreamReceiver<M, R> {

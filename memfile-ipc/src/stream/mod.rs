@@ -27,7 +27,7 @@
 //! ([`LiveWriter`](memfile_core::LiveWriter)): from then on its own mapping is the only one
 //! that can ever write the file, and nobody can resize it. Each consumer gets the memfd
 //! once, in the first message on its connection ([`ToConsumer::Pool`]), and checks the
-//! seals before it maps anything ([`LiveView`](memfile_core::LiveView)'s rules: a file that
+//! seals before it maps anything ([`LiveView`]'s rules: a file that
 //! could shrink would let the producer turn any read into `SIGBUS`; see `docs/safety.md`).
 //!
 //! For each frame the producer [loans](StreamProducer::loan) a free slot, fills it in
@@ -78,21 +78,14 @@
 //! `Block` (the default) delivers every frame to everyone, so the producer waits for the
 //! slowest; `Skip` does not send a frame to a consumer that already holds its quota of
 //! slots ([`StreamProducer::with_quota`], default half the pool), and `Disconnect` drops
-//! such a consumer. A consumer that dies (even by `SIGKILL`) releases its slots when the
-//! producer next looks (every loan does), and never holds the others up.
-//!
-//! # Async
-//!
-//! With the `tokio` feature, [`AsyncStreamProducer`](crate::tokio::stream::AsyncStreamProducer)
-//! and [`AsyncStreamReceiver`](crate::tokio::stream::AsyncStreamReceiver) are the same on a
-//! tokio runtime, and speak the same protocol.
+//! such a consumer. A consumer whose connection closes releases its slots when the producer
+//! next looks (every loan does), and never holds the others up.
 
 mod consumer;
 mod producer;
 mod slots;
 
 pub use consumer::{CopyOut, Frame, InPlace, ReadMode, StreamReceiver};
-pub(crate) use producer::Core;
 pub use producer::{SlotMut, StreamProducer};
 
 use memfile_core::LiveView;
