@@ -467,7 +467,9 @@ impl<M, R: ReadMode> Frame<M, R> {
     /// Replaces `buf`'s contents with the frame's bytes (one copy; `buf`'s capacity is
     /// reused, so a consumer that keeps one buffer allocates nothing after the first frame).
     pub fn copy_into(&self, buf: &mut Vec<u8>) {
-        buf.clear();
+        // Only bytes past the old length are zeroed (once per size, not per frame): the copy
+        // overwrites the rest.
+        buf.truncate(self.len);
         buf.resize(self.len, 0);
         self.read_at(0, buf);
     }
