@@ -78,8 +78,9 @@
 //! `Block` (the default) delivers every frame to everyone, so the producer waits for the
 //! slowest; `Skip` does not send a frame to a consumer that already holds its quota of
 //! slots ([`StreamProducer::with_quota`], default half the pool), and `Disconnect` drops
-//! such a consumer. A consumer whose connection closes releases its slots when the producer
-//! next looks (every loan does), and never holds the others up.
+//! such a consumer. A consumer whose connection closes (also by dying, even by `SIGKILL`)
+//! releases its slots when the producer next looks (every loan does), and never holds the
+//! others up.
 
 mod consumer;
 mod producer;
