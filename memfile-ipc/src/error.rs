@@ -294,6 +294,17 @@ impl Error {
         self
     }
 
+    /// An error of the message itself, the same whichever peer it goes to (it does not
+    /// encode, is too large, carries too many fds), as opposed to one of the connection:
+    /// fan-out ([`Publisher`](crate::Publisher), streams) stops at it instead of dropping
+    /// the peer.
+    pub(crate) fn is_message_error(&self) -> bool {
+        matches!(
+            self,
+            Error::MessageTooLarge { .. } | Error::TooManyFds { .. } | Error::Codec { .. }
+        )
+    }
+
     /// An `Io` error from a `nix` errno.
     pub(crate) fn io(op: &'static str, fd: Option<RawFd>, source: impl Into<io::Error>) -> Error {
         Error::Io {

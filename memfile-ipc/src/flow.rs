@@ -251,10 +251,10 @@ impl fmt::Debug for Flow {
     }
 }
 
-/// How a sender waits for budget.
+/// How a call waits: a sender for budget, a stream for a free slot or a frame.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Wait {
-    /// Not at all: [`Error::Full`].
+    /// Not at all: [`Error::Full`] (a sender, a stream's loan) or [`Error::WouldBlock`].
     No,
     Forever,
     Until(Instant),

@@ -187,11 +187,7 @@ impl<T: Serialize + serde::Deserialize<'static>> Publisher<T> {
                 Err(Error::Full | Error::WouldBlock) if self.policy == FullPolicy::Skip => {
                     report.skipped.push(id);
                 }
-                Err(
-                    e @ (Error::MessageTooLarge { .. }
-                    | Error::TooManyFds { .. }
-                    | Error::Codec { .. }),
-                ) => return Err(e),
+                Err(e) if e.is_message_error() => return Err(e),
                 // Full under Disconnect, past the block timeout, gone, or failed.
                 Err(_) => report.removed.push(id),
             }

@@ -10,6 +10,7 @@ use memfile_core::LiveView;
 use serde::de::DeserializeOwned;
 
 use super::{MAX_SLOTS, ToConsumer, ToProducer};
+use crate::flow::Wait;
 use crate::{Error, Receiver, Result, Sender};
 
 mod private {
@@ -105,14 +106,6 @@ impl Shared {
     fn has_pending(&self) -> bool {
         self.lock().pending.iter().any(Option::is_some)
     }
-}
-
-/// How long a receive waits.
-#[derive(Clone, Copy)]
-pub(crate) enum Wait {
-    No,
-    Until(Instant),
-    Forever,
 }
 
 /// A stream's consumer (see the [module docs](super)): receives [`Frame`]s, each a slot of

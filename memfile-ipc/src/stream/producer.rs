@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::slots::{Holds, Slots};
 use super::{MAX_SLOTS, ToConsumer, ToProducer, stride_for};
+use crate::flow::Wait;
 use crate::select::{Event, Key, ReceiverSet};
 use crate::{Error, Fd, FullPolicy, Operation, Published, Receiver, Result, Sender, SubscriberId};
 
@@ -181,15 +182,16 @@ impl<E> Core<E> {
         self.count
     }
 
-    /// Delivers the frame in `slot` to every consumer: `send(ends, msg)` sends it to one
-    /// (waiting or not, by the policy: see `Target`); the result of each decides whether it
-    /// holds the slot, is skipped or is removed.
+    /// Ends the publish of the frame in `slot` with what sending it to each consumer came
+    /// to: delivered ones hold the slot, skipped ones are counted, removed ones are dropped
+    /// (their ends are returned, for the caller to unregister).
     pub(crate) fn finish_publish(
         &mut self,
         slot: u32,
         outcomes: Vec<(SubscriberId, Outcome)>,
-    ) -> Result<Published> {
+    ) -> (Result<Published>, Vec<E>) {
         let mut report = Published::default();
+        let mut removed = Vec::new();
         let mut first_error = None;
         for (id, outcome) in outcomes {
             let Some(at) = self.position(id) else {
@@ -206,7 +208,7 @@ impl<E> Core<E> {
                     report.skipped.push(id);
                 }
                 Outcome::Removed => {
-                    self.remove_at(at);
+                    removed.push(self.remove_at(at).ends);
                     report.removed.push(id);
                 }
                 Outcome::MessageError(e) => {
@@ -215,10 +217,11 @@ impl<E> Core<E> {
             }
         }
         self.slots.end_publish(slot);
-        match first_error {
+        let result = match first_error {
             Some(e) => Err(e),
             None => Ok(report),
-        }
+        };
+        (result, removed)
     }
 }
 
@@ -237,10 +240,7 @@ impl Outcome {
         match result {
             Ok(()) => Outcome::Delivered,
             Err(Error::Full | Error::WouldBlock) if policy == FullPolicy::Skip => Outcome::Skipped,
-            Err(
-                e
-                @ (Error::MessageTooLarge { .. } | Error::TooManyFds { .. } | Error::Codec { .. }),
-            ) => Outcome::MessageError(e),
+            Err(e) if e.is_message_error() => Outcome::MessageError(e),
             // Full under Disconnect, gone, or failed.
             Err(_) => Outcome::Removed,
         }
@@ -280,14 +280,6 @@ fn allocate(writer: &mut LiveWriter) -> io::Result<()> {
         len as libc::off_t,
     )
     .map_err(io::Error::from)
-}
-
-/// How long a loan waits.
-#[derive(Clone, Copy)]
-enum Wait {
-    No,
-    Until(Instant),
-    Forever,
 }
 
 /// The producer of a stream: owns the pool of slots, loans free ones to fill in place, and
@@ -380,8 +372,9 @@ impl<M> StreamProducer<M> {
             .map(|c| c.skipped)
     }
 
-    /// Releases received that named a frame the consumer did not hold (stale, repeated or
-    /// invented: a misbehaving consumer); they were ignored.
+    /// Messages from consumers that were not a valid release: a release of a frame the
+    /// consumer did not hold (stale, repeated or invented), or a packet its receiver refused
+    /// (another type, garbage). They were ignored; the consumer stays.
     pub fn bad_releases(&self) -> u64 {
         self.core.bad_releases
     }
@@ -588,16 +581,11 @@ impl<M: Serialize + DeserializeOwned + 'static> StreamProducer<M> {
                 break;
             }
         }
-        let removed: Vec<Key> = outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Removed))
-            .filter_map(|(id, _)| self.core.consumers.iter().find(|c| c.id == *id))
-            .map(|c| c.ends.1)
-            .collect();
-        for key in removed {
+        let (result, removed) = self.core.finish_publish(slot, outcomes);
+        for (_, key) in removed {
             self.set.remove(key);
         }
-        self.core.finish_publish(slot, outcomes)
+        result
     }
 }
 
