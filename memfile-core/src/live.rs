@@ -440,7 +440,9 @@ impl LiveView {
         // file, so `base` is not null) that cannot SIGBUS (Shrink) and that nobody writes
         // while the slice lives (the caller's promise); the slice borrows `self`, which keeps
         // the mapping alive.
-        Some(unsafe { std::slice::from_raw_parts(self.base().add(range.start), range.len()) })
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.base().add(range.start), range.len()) };
+        Some(bytes)
     }
 
     /// Copies all bytes out (see [`read_at`](LiveView::read_at)).

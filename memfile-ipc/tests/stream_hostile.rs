@@ -360,3 +360,34 @@ fn bogus_releases_are_counted_and_free_nothing() {
     assert_eq!(producer.bad_releases(), 5);
     assert_eq!(producer.consumers().len(), 1);
 }
+
+#[test]
+fn a_pool_above_the_consumer_s_mapped_bytes_limit_is_refused_before_mapping() {
+    let (tx, rx) = channel::<ToConsumer<u64>>().unwrap();
+    let rx = rx.with_limits(memfile_ipc::Limits::default().max_mapped_bytes(4096));
+    let (to_producer, from_consumer) = channel::<ToProducer>().unwrap();
+    let mut producer = StreamProducer::<u64>::new(2, 4096).unwrap(); // 8 KiB
+    producer.add_consumer(tx, from_consumer).unwrap();
+    let mut consumer = StreamReceiver::new(to_producer, rx);
+    match consumer.recv_timeout(Duration::from_secs(5)) {
+        Err(Error::BadBuffer { kind, .. }) => {
+            assert!(matches!(kind, FrozenErrorKind::TooLarge { .. }), "{kind:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(consumer.pool(), None);
+}
+
+#[test]
+fn a_fill_that_panics_gives_the_slot_back() {
+    let mut producer = StreamProducer::<u64>::new(2, 4096).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut slot = producer.loan(4096).unwrap();
+        slot[0] = 1;
+        panic!("the caller's fill failed");
+    }));
+    assert!(r.is_err());
+    assert_eq!(producer.free_slots(), 2);
+    let a = producer.try_loan(1).unwrap().slot();
+    assert!(a < 2);
+}

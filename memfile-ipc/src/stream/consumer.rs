@@ -506,7 +506,8 @@ impl<M> std::ops::Deref for Frame<M, InPlace> {
         // this frame holds the slot (it is released in `drop`), and the slice borrows the
         // frame. The range was checked against the pool when the frame arrived (slot below
         // `slots`, `len` ≤ `slot_len` ≤ `stride`, `slots × stride` ≤ the file's length).
-        unsafe { self.pool.view.trusted_slice(start..start + self.len) }.unwrap_or(&[])
+        let bytes = unsafe { self.pool.view.trusted_slice(start..start + self.len) };
+        bytes.unwrap_or(&[])
     }
 }
 
